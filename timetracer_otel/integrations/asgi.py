@@ -1,0 +1,218 @@
+"""ASGI apps (FastAPI, Starlette, and anything under OpenTelemetry's ASGI middleware): one cassette per request.
+
+We wrap ``OpenTelemetryMiddleware.__call__`` from the outside: there we admit the request, tee ``receive`` and
+``send`` (never altering them: the app and the client see exactly what they would without us), and the call
+returning, after background tasks ran, is the done-signal. The middleware starts its server span in a fresh
+context extracted from the headers, so a small bridge between it and the app puts our per-request state back
+into the context inside that span. In replay, the request body is read first (the cassette is chosen by it)
+and handed to the app unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace import Span
+
+from timetracer_otel._context import attach_request_state
+from timetracer_otel.cassette.model import Body, HttpRequest, HttpResponse
+from timetracer_otel.integrations._base import Integration, Patch
+from timetracer_otel.record.recording import BodyBuffer, RequestRecording
+from timetracer_otel.replay.session import ReplaySession
+
+__all__ = ["AsgiIntegration"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: The state of the request being served, from our wrapper to the bridge (which sits inside the server span).
+_REQUEST_STATE: contextvars.ContextVar[RequestRecording | ReplaySession | None] = contextvars.ContextVar(
+    "timetracer_asgi_request", default=None
+)
+
+
+def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw or ())
+
+
+def _url(scope: Scope) -> str:
+    scheme = scope.get("scheme", "http")
+    host = next((v.decode("latin-1") for k, v in scope.get("headers") or () if k == b"host"), None)
+    if host is None and scope.get("server"):
+        server_host, port = scope["server"]
+        host = f"{server_host}:{port}" if port else str(server_host)
+    path = scope.get("root_path", "") + scope.get("path", "/")
+    query = scope.get("query_string", b"").decode("latin-1")
+    return f"{scheme}://{host or 'localhost'}{path}" + (f"?{query}" if query else "")
+
+
+def _route(scope: Scope) -> str | None:
+    route = scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return f"{scope.get('root_path', '')}{path}" if isinstance(path, str) else None
+
+
+def inbound_request(scope: Scope, body: Body | None, span_route: str | None = None) -> HttpRequest:
+    return HttpRequest(
+        method=scope.get("method", "GET"),
+        url=_url(scope),
+        headers=_headers(scope.get("headers")),
+        body=body,
+        route=_route(scope) or span_route,
+    )
+
+
+class _ResponseCapture:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, limit: int, owner: RequestRecording) -> None:
+        self.status: int | None = None
+        self.headers: Any = ()
+        self.body = BodyBuffer(limit, owner)
+
+    def response(self, scope: Scope) -> HttpResponse | None:
+        if self.status is None:
+            return None
+        return HttpResponse(
+            status=self.status,
+            headers=_headers(self.headers),
+            body=self.body.to_body(),
+            http_version=scope.get("http_version"),
+        )
+
+
+class _ContextBridge:
+    """Placed between OpenTelemetryMiddleware and the app it wraps; see the module docstring."""
+
+    __slots__ = ("app", "integration")
+
+    def __init__(self, app: App, integration: AsgiIntegration) -> None:
+        self.app = app
+        self.integration = integration
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = _REQUEST_STATE.get()
+        if state is None or not self.integration.active:
+            return await self.app(scope, receive, send)
+        recorder = self.integration.runtime.recorder
+        span = trace.get_current_span()
+        if isinstance(state, RequestRecording) and recorder is not None and isinstance(span, Span):
+            recorder.tracker.track(span, state)
+        token = attach_request_state(state)
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            otel_context.detach(token)  # type: ignore[arg-type]
+
+
+class AsgiIntegration(Integration):
+    name = "asgi"
+    library = "opentelemetry.instrumentation.asgi"
+
+    def patches(self) -> Sequence[Patch]:
+        return (Patch("opentelemetry.instrumentation.asgi", "OpenTelemetryMiddleware.__call__", self._call),)
+
+    async def _call(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        scope, receive, send = args
+        if not self.active or _REQUEST_STATE.get() is not None:  # off, or a mounted app inside a served one
+            return await wrapped(*args, **kwargs)
+        if not isinstance(instance.app, _ContextBridge):
+            instance.app = _ContextBridge(instance.app, self)
+        if scope["type"] == "lifespan":
+            return await wrapped(scope, receive, self._lifespan_send(send), **kwargs)
+        if scope["type"] != "http":
+            return await wrapped(*args, **kwargs)
+        if self.runtime.recorder is not None:
+            return await self._record(wrapped, scope, receive, send, kwargs)
+        if self.runtime.source is not None:
+            return await self._replay(wrapped, scope, receive, send, kwargs)
+        return await wrapped(*args, **kwargs)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        recorder = self.runtime.recorder
+
+        async def lifespan_send(message: Message) -> None:
+            # uvicorn re-raises SIGTERM after shutdown, so atexit never runs: write what is pending now.
+            if recorder is not None and message.get("type") == "lifespan.shutdown.complete":
+                await asyncio.to_thread(recorder.flush)
+            await send(message)
+
+        return lifespan_send
+
+    async def _record(self, wrapped: Any, scope: Scope, receive: Receive, send: Send, kwargs: Any) -> Any:
+        recorder = self.runtime.recorder
+        assert recorder is not None
+        limit = self.settings.max_body_bytes
+        recording = recorder.admit(
+            scope.get("path", "/"), lambda: inbound_request(scope, request_body.to_body(), recording.route)
+        )
+        if recording is None:
+            return await wrapped(scope, receive, send, **kwargs)
+        request_body = BodyBuffer(limit, recording)
+        captured = _ResponseCapture(limit, recording)
+        recording.response = lambda: captured.response(scope)  # type: ignore[assignment]
+
+        async def tee_receive() -> Message:
+            message = await receive()
+            if message.get("type") == "http.request":
+                request_body.feed(message.get("body", b""))
+                if not message.get("more_body", False):
+                    request_body.close()
+            return message
+
+        async def tee_send(message: Message) -> None:
+            kind = message.get("type")
+            if kind == "http.response.start":
+                captured.status = message.get("status")
+                captured.headers = message.get("headers")
+            elif kind == "http.response.body":
+                captured.body.feed(message.get("body", b""))
+                if not message.get("more_body", False):
+                    captured.body.close()
+            await send(message)
+
+        token = _REQUEST_STATE.set(recording)
+        try:
+            return await wrapped(scope, tee_receive, tee_send, **kwargs)
+        except BaseException as exc:
+            recording.error = exc
+            raise
+        finally:
+            _REQUEST_STATE.reset(token)
+            recorder.finish(recording)
+
+    async def _replay(self, wrapped: Any, scope: Scope, receive: Receive, send: Send, kwargs: Any) -> Any:
+        source = self.runtime.source
+        assert source is not None
+        buffered: list[Message] = []
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            buffered.append(message)
+            if message.get("type") != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        session = source.session_for(inbound_request(scope, Body.of(body)))
+
+        async def replay_receive() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        token = _REQUEST_STATE.set(session)
+        try:
+            return await wrapped(scope, replay_receive, send, **kwargs)
+        finally:
+            _REQUEST_STATE.reset(token)
+
+
+INTEGRATION = AsgiIntegration

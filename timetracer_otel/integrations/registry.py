@@ -1,0 +1,45 @@
+"""The one list of integrations. Adding a library means adding its module and one line here.
+
+Names here are what users write in TIMETRACER_MOCK_PLUGINS / TIMETRACER_LIVE_PLUGINS; groups expand to their
+members. Nothing in this module imports a client library, so settings can validate names cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["INBOUND", "OUTBOUND", "PLUGIN_GROUPS", "expand_plugin_names"]
+
+#: Outbound client integrations (mockable in replay): plugin name -> module.
+OUTBOUND: dict[str, str] = {
+    "httpx": "timetracer_otel.integrations.httpx",
+    "requests": "timetracer_otel.integrations.requests",
+    "aiohttp": "timetracer_otel.integrations.aiohttp",
+}
+
+#: Inbound server integrations: they open one cassette per request and are always on when recording/replaying.
+INBOUND: dict[str, str] = {
+    "asgi": "timetracer_otel.integrations.asgi",
+}
+
+#: Group names users may write instead of listing every member.
+PLUGIN_GROUPS: dict[str, tuple[str, ...]] = {
+    "http": ("httpx", "requests", "aiohttp"),
+}
+
+
+def expand_plugin_names(names: Iterable[str]) -> frozenset[str]:
+    """Expand group names; raise ``KeyError`` naming the first unknown name."""
+    expanded: set[str] = set()
+    for name in names:
+        if name in PLUGIN_GROUPS:
+            expanded.update(PLUGIN_GROUPS[name])
+        elif name in OUTBOUND:
+            expanded.add(name)
+        else:
+            raise KeyError(name)
+    return frozenset(expanded)
+
+
+def known_plugin_names() -> list[str]:
+    return sorted([*PLUGIN_GROUPS, *OUTBOUND])

@@ -1,0 +1,319 @@
+"""Admits requests for recording, waits for them to settle, and writes their cassettes off the request path.
+
+Request path: :meth:`Recorder.admit` (a few comparisons) and :meth:`Recorder.finish` (one queue put).
+Writer thread: settling (quiet period, hard timeout), assembling the :class:`Cassette`, encoding, compressing,
+and handing the bytes to the exporter. Nothing here ever raises into the app: failures are logged and counted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fnmatch
+import heapq
+import itertools
+import logging
+import os
+import queue
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from timetracer_otel._version import __version__
+from timetracer_otel.cassette.files import cassette_relative_path, dump_cassette
+from timetracer_otel.cassette.model import (
+    Cassette,
+    HttpRequest,
+    Interaction,
+    Metadata,
+    RecordedError,
+    SpanSummary,
+)
+from timetracer_otel.exporters.base import Exporter
+from timetracer_otel.record.recording import ByteBudget, PendingCall, RequestRecording
+from timetracer_otel.record.tracker import RequestSpanTracker
+from timetracer_otel.settings import Settings
+
+__all__ = ["Recorder", "RecorderStats"]
+
+_NOTHING = object()
+
+logger = logging.getLogger("timetracer.record")
+
+_MS = 1_000_000
+_SCAN_INTERVAL = 0.5
+
+
+@dataclass
+class RecorderStats:
+    """Counters for what recording did; read them with ``timetracer_otel.recorder_stats()``."""
+
+    admitted: int = 0
+    written: int = 0
+    not_sampled: int = 0
+    excluded: int = 0
+    dropped_capacity: int = 0
+    skipped_not_error: int = 0
+    incomplete: int = 0
+    #: Spans and calls that arrived after their request was written (they are not in its cassette).
+    late_spans: int = 0
+    late_calls: int = 0
+    capture_errors: int = 0
+    write_errors: int = 0
+
+
+class _Flush:
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+
+class Recorder:
+    def __init__(self, settings: Settings, exporter: Exporter) -> None:
+        self.settings = settings
+        self.exporter = exporter
+        self.stats = RecorderStats()
+        self.tracker = RequestSpanTracker(self.settle, self.stats)
+        self.budget = ByteBudget()
+        patterns = "|".join(fnmatch.translate(p) for p in settings.exclude_paths)
+        self._exclude_re = re.compile(patterns) if patterns else None
+        self._pending: dict[int, RequestRecording] = {}
+        self._inbox: queue.SimpleQueue[RequestRecording | _Flush | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        self._stopped = False
+        self._last_capacity_warning = 0.0
+        os.register_at_fork(after_in_child=self._after_fork)
+        atexit.register(self.shutdown)
+
+    # -- request path -------------------------------------------------------------------------------------
+
+    def admit(self, path: str, request: Callable[[], HttpRequest]) -> RequestRecording | None:
+        """A recording for this inbound request, or None if it is excluded, not sampled, or over capacity."""
+        if self._exclude_re is not None and self._exclude_re.match(path):
+            self.stats.excluded += 1
+            return None
+        rate = self.settings.sample_rate
+        if rate < 1.0 and random.random() >= rate:  # noqa: S311 - sampling, not security
+            self.stats.not_sampled += 1
+            return None
+        if self._stopped:
+            return None
+        if (
+            len(self._pending) >= self.settings.max_pending_requests
+            or self.budget.used >= self.settings.max_buffered_bytes
+        ):
+            self._over_capacity()
+            return None
+        recording = RequestRecording(request, self.stats, self.budget)
+        self._pending[id(recording)] = recording
+        self.stats.admitted += 1
+        self._ensure_thread()
+        return recording
+
+    def finish(self, recording: RequestRecording) -> None:
+        """The inbound integration's done-signal: the app has answered and its own work returned."""
+        recording.done = True
+        if recording.open_spans <= 0:
+            self.settle(recording)
+
+    def settle(self, recording: RequestRecording) -> None:
+        """Every span of the request has ended: write it once a quiet period passes without new activity."""
+        self._inbox.put(recording)
+
+    def _over_capacity(self) -> None:
+        self.stats.dropped_capacity += 1
+        now = time.monotonic()
+        if now - self._last_capacity_warning > 10:
+            self._last_capacity_warning = now
+            logger.warning(
+                "timetracer: %d requests holding %d bytes are waiting to be written "
+                "(TIMETRACER_MAX_PENDING_REQUESTS / TIMETRACER_MAX_BUFFERED_BYTES); "
+                "new requests are not recorded until they drain (%d dropped so far)",
+                len(self._pending),
+                self.budget.used,
+                self.stats.dropped_capacity,
+            )
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None:
+            return
+        with self._thread_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="timetracer-writer", daemon=True)
+                self._thread.start()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write every request that has finished, without waiting for quiet periods. True if done in time."""
+        if self._thread is None or not self._thread.is_alive():
+            return not self._pending
+        marker = _Flush()
+        self._inbox.put(marker)
+        return marker.event.wait(self.settings.flush_timeout if timeout is None else timeout)
+
+    def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self.flush()
+        self._stopped = True
+        self._inbox.put(None)
+        if self._pending:
+            logger.warning("timetracer: %d requests were still running at shutdown and were not written",
+                           len(self._pending))
+        self.exporter.close()
+
+    def _after_fork(self) -> None:
+        # The writer thread does not exist in a forked child; requests in flight belong to the parent.
+        self._thread = None
+        self._thread_lock = threading.Lock()
+        self._inbox = queue.SimpleQueue()
+        self._pending = {}
+
+    # -- writer thread ------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        due: list[tuple[float, int, RequestRecording]] = []
+        sequence = itertools.count()
+        next_scan = time.monotonic() + _SCAN_INTERVAL
+        inbox = self._inbox
+        while True:
+            now = time.monotonic()
+            wait = min(next_scan, due[0][0] if due else next_scan) - now
+            try:
+                item = inbox.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                item = _NOTHING
+            if item is None:
+                return
+            if isinstance(item, _Flush):
+                for _, _, recording in due:
+                    self._write(recording)
+                due.clear()
+                for recording in list(self._pending.values()):
+                    if recording.done:
+                        self._write(recording)
+                item.event.set()
+                continue
+            if isinstance(item, RequestRecording) and not item.finalized:
+                heapq.heappush(due, (time.monotonic() + self.settings.quiet_period, next(sequence), item))
+            now = time.monotonic()
+            while due and due[0][0] <= now:
+                _, _, recording = heapq.heappop(due)
+                if recording.finalized:
+                    continue
+                quiet_for = now - recording.last_activity
+                if recording.open_spans > 0:
+                    continue  # a late span started; its end will settle the request again
+                if quiet_for < self.settings.quiet_period:
+                    wake = now + self.settings.quiet_period - quiet_for
+                    heapq.heappush(due, (wake, next(sequence), recording))
+                    continue
+                self._write(recording)
+            if now >= next_scan:
+                next_scan = now + _SCAN_INTERVAL
+                self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        limit = self.settings.request_timeout
+        wall = time.time()
+        for recording in list(self._pending.values()):
+            if wall - recording.started_at > limit and not recording.finalized:
+                self._write(recording, incomplete=True)
+
+    def _write(self, recording: RequestRecording, incomplete: bool = False) -> None:
+        if recording.finalized:
+            return
+        recording.finalized = True
+        self._pending.pop(id(recording), None)
+        try:
+            cassette = self._assemble(recording, incomplete or recording.open_spans > 0 or not recording.done)
+        except Exception:
+            self.stats.capture_errors += 1
+            logger.exception("timetracer: could not assemble the cassette of a request; it is not recorded")
+            return
+        finally:
+            recording.release()
+        if cassette is None:
+            return
+        try:
+            data = dump_cassette(cassette, self.settings.compression)
+            where = self.exporter.store(cassette_relative_path(cassette, self.settings.compression), data)
+        except Exception:
+            self.stats.write_errors += 1
+            logger.exception("timetracer: could not write cassette %s", cassette.metadata.id)
+            return
+        self.stats.written += 1
+        if cassette.metadata.incomplete:
+            self.stats.incomplete += 1
+        logger.debug("timetracer: wrote %s", where)
+
+    def _assemble(self, recording: RequestRecording, incomplete: bool) -> Cassette | None:
+        response = recording.response() if recording.response is not None else None
+        error = RecordedError.from_exception(recording.error) if recording.error is not None else None
+        if self.settings.errors_only and error is None and (response is None or response.status < 500):
+            self.stats.skipped_not_error += 1
+            return None
+        base = recording.start_ns
+        interactions = []
+        for call in sorted(recording.calls, key=lambda c: c.start_ns):
+            interaction = self._interaction(call, base)
+            if interaction is not None:
+                interactions.append(interaction)
+        spans = tuple(
+            SpanSummary(
+                name=name,
+                kind=kind,
+                span_id=f"{span_id:016x}",
+                parent_span_id=None if parent is None else f"{parent:016x}",
+                start_ms=(start - base) / _MS,
+                duration_ms=(end - start) / _MS,
+            )
+            for name, kind, span_id, parent, start, end in sorted(recording.spans, key=lambda s: s[4])
+        )
+        last_end = max([s[5] for s in recording.spans] + [c.end_ns or 0 for c in recording.calls] + [base])
+        return Cassette(
+            metadata=Metadata(
+                id=uuid.uuid4().hex,
+                recorded_at=datetime.fromtimestamp(recording.started_at, UTC),
+                service=self.settings.service,
+                tool_version=__version__,
+                trace_id=None if recording.trace_id is None else f"{recording.trace_id:032x}",
+                duration_ms=(last_end - base) / _MS,
+                incomplete=incomplete,
+            ),
+            request=recording.request(),
+            response=response,
+            error=error,
+            interactions=tuple(interactions),
+            spans=spans,
+        )
+
+    def _interaction(self, call: PendingCall, base: int) -> Interaction | None:
+        try:
+            request = call.request()
+            response = call.response() if call.response is not None else None
+        except Exception:
+            self.stats.capture_errors += 1
+            logger.exception("timetracer: could not capture a %s call; it is left out of the cassette", call.library)
+            return None
+        end = call.end_ns if call.end_ns is not None else call.start_ns
+        return Interaction(
+            kind=call.kind,
+            library=call.library,
+            request=request,
+            response=response,
+            error=RecordedError.from_exception(call.error) if call.error is not None else None,
+            start_ms=(call.start_ns - base) / _MS,
+            duration_ms=(end - call.start_ns) / _MS,
+            span_id=f"{call.span_id:016x}" if call.span_id else None,
+            parent_span_id=None if call.parent_span_id is None else f"{call.parent_span_id:016x}",
+        )
+
+

@@ -1,0 +1,70 @@
+"""The span processor that tells the recorder when a request's spans are all done.
+
+on_start/on_end run synchronously on the app's threads: they do dictionary work and nothing else.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind
+
+from timetracer_otel._context import request_state
+from timetracer_otel.record.recording import RequestRecording
+
+if TYPE_CHECKING:
+    from timetracer_otel.record.recorder import RecorderStats
+
+__all__ = ["RequestSpanTracker"]
+
+_ROOT_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
+
+
+class RequestSpanTracker(SpanProcessor):
+    def __init__(self, on_settled: Callable[[RequestRecording], None], stats: RecorderStats) -> None:
+        self._open: dict[int, RequestRecording] = {}
+        self._on_settled = on_settled
+        self._stats = stats
+        self._lock = threading.Lock()
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        recording = request_state(parent_context) if parent_context else None
+        if recording is None:
+            recording = request_state()
+        if isinstance(recording, RequestRecording):
+            self.track(span, recording)
+
+    def track(self, span: Span | ReadableSpan, recording: RequestRecording) -> None:
+        """Count ``span`` as part of ``recording``. Inbound integrations call this for the server span, which
+        starts before the recording can be in its context."""
+        if recording.finalized:
+            self._stats.late_spans += 1
+            return
+        span_context = span.get_span_context()
+        parent = span.parent
+        is_root = span.kind in _ROOT_KINDS and (parent is None or parent.is_remote)
+        recording.span_started(span_context.trace_id, span_context.span_id, is_root)
+        with self._lock:
+            self._open[span_context.span_id] = recording
+
+    def on_end(self, span: ReadableSpan) -> None:
+        span_context = span.get_span_context()
+        if span_context is None:
+            return
+        with self._lock:
+            recording = self._open.pop(span_context.span_id, None)
+        if recording is None:
+            return
+        recording.span_ended(span)
+        if recording.done and recording.open_spans == 0:
+            self._on_settled(recording)
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

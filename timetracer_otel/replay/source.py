@@ -1,0 +1,78 @@
+"""Where replayed answers come from: one cassette file, or a directory whose cassettes are picked per request."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Hashable
+from pathlib import Path
+
+from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
+from timetracer_otel.cassette.model import Cassette, HttpRequest
+from timetracer_otel.errors import CassetteNotFoundError
+from timetracer_otel.replay.matching import describe_http, http_differences, http_fields, inbound_key
+from timetracer_otel.replay.session import ReplaySession
+from timetracer_otel.settings import OnExhausted
+
+__all__ = ["CassetteSource"]
+
+logger = logging.getLogger("timetracer.replay")
+
+
+class CassetteSource:
+    """Hands each inbound request a :class:`ReplaySession`.
+
+    From a file, every request replays that cassette. From a directory, a request gets the cassette whose
+    recorded inbound request equals it (method, path, query, body); several equal ones are used in recorded
+    order, and once all were used the sequence starts again.
+    """
+
+    def __init__(self, cassettes: list[Cassette], *, single: bool, on_exhausted: OnExhausted) -> None:
+        self.cassettes = cassettes
+        self._single = single
+        self._on_exhausted = on_exhausted
+        self._lock = threading.Lock()
+        self._by_key: dict[Hashable, list[Cassette]] = {}
+        for cassette in sorted(cassettes, key=lambda c: c.metadata.recorded_at):
+            self._by_key.setdefault(inbound_key(cassette.request), []).append(cassette)
+        self._queues = {key: deque(group) for key, group in self._by_key.items()}
+
+    @classmethod
+    def open(cls, path: str | Path, on_exhausted: OnExhausted = OnExhausted.ERROR) -> CassetteSource:
+        path = Path(path)
+        if path.is_dir():
+            cassettes = [load_cassette(p) for p in iter_cassette_files(path)]
+            logger.info("timetracer: replaying from %d cassettes in %s", len(cassettes), path)
+            return cls(cassettes, single=False, on_exhausted=on_exhausted)
+        if not path.exists():
+            raise CassetteNotFoundError(path)
+        return cls([load_cassette(path)], single=True, on_exhausted=on_exhausted)
+
+    def session_for(self, request: HttpRequest) -> ReplaySession:
+        if self._single:
+            return ReplaySession(self.cassettes[0], self._on_exhausted)
+        key = inbound_key(request)
+        with self._lock:
+            queue = self._queues.get(key)
+            if queue is not None:
+                if not queue:
+                    queue.extend(self._by_key[key])
+                return ReplaySession(queue.popleft(), self._on_exhausted)
+        return ReplaySession(None, self._on_exhausted, missing_reason=self._explain_missing(request))
+
+    def _explain_missing(self, request: HttpRequest) -> str:
+        reason = f"no cassette was recorded for the inbound request {describe_http(request)}"
+        live = http_fields(request)
+        ranked = sorted(
+            self.cassettes,
+            key=lambda c: len(http_differences(live, http_fields(c.request))),
+        )[:3]
+        if not ranked:
+            return reason + " (the cassette directory is empty)"
+        lines = [reason, "nearest recorded inbound requests:"]
+        for cassette in ranked:
+            differences = http_differences(live, http_fields(cassette.request))
+            interesting = [d for d in differences if not d.startswith(("host", "port", "scheme"))]
+            lines.append(f"  {describe_http(cassette.request)} ({'; '.join(interesting) or 'same'})")
+        return "\n".join(lines)

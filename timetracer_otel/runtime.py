@@ -1,0 +1,155 @@
+"""Wires settings, the recorder or replay source, the network guard and the integrations together.
+
+One :class:`Runtime` per process, created by :func:`install` (the ``opentelemetry-instrument`` bootstrap calls
+it too). Installing again returns the runtime already installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import threading
+from importlib.metadata import entry_points
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+from timetracer_otel.exporters.file import FileExporter
+from timetracer_otel.integrations._base import Integration
+from timetracer_otel.integrations.registry import INBOUND, OUTBOUND
+from timetracer_otel.record.recorder import Recorder, RecorderStats
+from timetracer_otel.replay.guard import NetworkGuard
+from timetracer_otel.replay.source import CassetteSource
+from timetracer_otel.settings import Mode, Settings
+
+__all__ = ["Runtime", "install", "uninstall"]
+
+logger = logging.getLogger("timetracer")
+
+_lock = threading.Lock()
+_installed: Runtime | None = None
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.recorder: Recorder | None = None
+        self.source: CassetteSource | None = None
+        self.guard: NetworkGuard | None = None
+        self.integrations: list[Integration] = []
+
+    @property
+    def replaying(self) -> bool:
+        return self.source is not None
+
+    def start(self, provider: TracerProvider) -> None:
+        settings = self.settings
+        if settings.mode is Mode.RECORD:
+            self.recorder = Recorder(settings, FileExporter(settings.directory))
+            provider.add_span_processor(self.recorder.tracker)
+        elif settings.mode is Mode.REPLAY:
+            self.source = CassetteSource.open(settings.replay_source, settings.on_exhausted)
+            if settings.network_guard:
+                self.guard = NetworkGuard()
+                self.guard.install()
+        for name, module_name in {**INBOUND, **OUTBOUND}.items():
+            if not _library_present(name):
+                continue
+            try:
+                integration: Integration = importlib.import_module(module_name).INTEGRATION(self)
+                integration.install()
+            except Exception:
+                # One broken integration must not take the others down; the network guard still
+                # stops its calls from silently going live in replay.
+                logger.exception("timetracer: the %s integration could not be installed; its calls are "
+                                 "neither recorded nor replayed", name)
+                continue
+            self.integrations.append(integration)
+        logger.info("timetracer: %s mode, integrations: %s", settings.mode.value,
+                    ", ".join(i.name for i in self.integrations) or "none")
+
+    def stop(self) -> None:
+        for integration in reversed(self.integrations):
+            integration.uninstall()
+        self.integrations.clear()
+        if self.guard is not None:
+            self.guard.uninstall()
+        if self.recorder is not None:
+            self.recorder.shutdown()
+
+
+_LIBRARIES = {"asgi": "opentelemetry.instrumentation.asgi", "httpx": "httpx", "requests": "requests",
+              "aiohttp": "aiohttp"}
+
+
+def _library_present(name: str) -> bool:
+    return importlib.util.find_spec(_LIBRARIES[name]) is not None
+
+
+def _sdk_provider(settings: Settings) -> TracerProvider | None:
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        return provider
+    if not isinstance(provider, trace.ProxyTracerProvider):
+        logger.warning("timetracer: the tracer provider is not the OpenTelemetry SDK's; nothing is recorded")
+        return None
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _instrument_libraries() -> None:
+    """What ``opentelemetry-instrument`` does: run every installed instrumentor whose library is present."""
+    from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+
+    for entry_point in entry_points(group="opentelemetry_instrumentor"):
+        try:
+            if entry_point.dist is not None and get_dist_dependency_conflicts(entry_point.dist):
+                continue
+            instrumentor = entry_point.load()()
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.instrument()
+        except Exception:
+            logger.debug("timetracer: instrumentor %s not loaded", entry_point.name, exc_info=True)
+
+
+def install(settings: Settings | None = None, *, instrument_libraries: bool = True) -> Runtime:
+    """Start recording or replaying in this process, as ``opentelemetry-instrument`` with our distro would.
+
+    Settings default to the environment (``Settings.from_env()``). Patches go in before the OpenTelemetry
+    instrumentors (run here when ``instrument_libraries`` is true), so client spans still appear in replay.
+    """
+    global _installed
+    with _lock:
+        if _installed is not None:
+            return _installed
+        settings = settings if settings is not None else Settings.from_env()
+        runtime = Runtime(settings)
+        if settings.mode is not Mode.OFF:
+            provider = _sdk_provider(settings)
+            if provider is not None:
+                runtime.start(provider)
+                if instrument_libraries:
+                    _instrument_libraries()
+        _installed = runtime
+        return runtime
+
+
+def uninstall() -> None:
+    """Undo :func:`install` (tests use this; a served app just exits)."""
+    global _installed
+    with _lock:
+        if _installed is not None:
+            _installed.stop()
+            _installed = None
+
+
+def installed() -> Runtime | None:
+    return _installed
+
+
+def recorder_stats() -> RecorderStats | None:
+    """Counters of the running recorder (None unless recording)."""
+    return _installed.recorder.stats if _installed is not None and _installed.recorder is not None else None

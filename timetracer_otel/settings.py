@@ -1,0 +1,218 @@
+"""All configuration, read once from the environment into one frozen :class:`Settings`.
+
+Every variable is accepted as ``TIMETRACER_<NAME>`` and as ``OTEL_TIMETRACER_<NAME>`` (the form that
+``opentelemetry-instrument --timetracer_<name> VALUE`` sets). The plain form wins when both are set.
+An invalid value raises :class:`~timetracer_otel.errors.ConfigurationError` naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from timetracer_otel.errors import ConfigurationError
+from timetracer_otel.integrations.registry import OUTBOUND, expand_plugin_names, known_plugin_names
+
+__all__ = ["Compression", "Mode", "OnExhausted", "Settings"]
+
+_T = TypeVar("_T")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+DEFAULT_EXCLUDE_PATHS = (
+    "/health",
+    "/health/*",
+    "/healthz",
+    "/livez",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/docs/*",
+    "/redoc",
+    "/openapi.json",
+    "/favicon.ico",
+)
+
+
+class Mode(str, enum.Enum):
+    OFF = "off"
+    RECORD = "record"
+    REPLAY = "replay"
+
+
+class Compression(str, enum.Enum):
+    NONE = "none"
+    GZIP = "gzip"
+    ZSTD = "zstd"
+
+
+class OnExhausted(str, enum.Enum):
+    """What replay does when every recorded answer for a request key has been used."""
+
+    ERROR = "error"
+    REPEAT_LAST = "repeat_last"
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: Mode = Mode.OFF
+    directory: Path = Path("cassettes")
+    #: Replay source: a cassette file or a directory of cassettes (defaults to ``directory``).
+    cassette: Path | None = None
+    sample_rate: float = 1.0
+    errors_only: bool = False
+    exclude_paths: tuple[str, ...] = DEFAULT_EXCLUDE_PATHS
+    compression: Compression = Compression.NONE
+    max_body_bytes: int = 1024 * 1024
+    #: Outbound plugins served from cassettes in replay.
+    mocked_plugins: frozenset[str] = field(default_factory=lambda: frozenset(OUTBOUND))
+    service: str = "unknown_service"
+    network_guard: bool = True
+    on_exhausted: OnExhausted = OnExhausted.ERROR
+    #: How long a finished request waits for late spans (background tasks, stray tasks) before it is written.
+    quiet_period: float = 0.05
+    #: A request still open after this long is written anyway, flagged incomplete.
+    request_timeout: float = 60.0
+    max_pending_requests: int = 1000
+    max_buffered_bytes: int = 256 * 1024 * 1024
+    #: How long shutdown waits for queued cassettes to be written.
+    flush_timeout: float = 10.0
+
+    @property
+    def live_plugins(self) -> frozenset[str]:
+        return frozenset(OUTBOUND) - self.mocked_plugins
+
+    @property
+    def replay_source(self) -> Path:
+        return self.cassette if self.cassette is not None else self.directory
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        mocked = env.plugins("MOCK_PLUGINS")
+        live = env.plugins("LIVE_PLUGINS")
+        if mocked is not None and live is not None and mocked & live:
+            raise ConfigurationError(
+                env.name("LIVE_PLUGINS"),
+                env.raw("LIVE_PLUGINS") or "",
+                f"plugins that are not also mocked (both name {', '.join(sorted(mocked & live))})",
+            )
+        mocked_plugins = (mocked if mocked is not None else frozenset(OUTBOUND)) - (live or frozenset())
+        return cls(
+            mode=env.choice("MODE", Mode, Mode.OFF),
+            directory=Path(env.raw("DIR") or "cassettes"),
+            cassette=Path(raw) if (raw := env.raw("CASSETTE")) else None,
+            sample_rate=env.number("SAMPLE_RATE", float, 1.0, low=0.0, high=1.0),
+            errors_only=env.flag("ERRORS_ONLY", default=False),
+            exclude_paths=env.patterns("EXCLUDE_PATHS", DEFAULT_EXCLUDE_PATHS),
+            compression=env.choice("COMPRESSION", Compression, Compression.NONE),
+            max_body_bytes=env.number("MAX_BODY_BYTES", int, 1024 * 1024, low=0),
+            mocked_plugins=mocked_plugins,
+            service=env.raw("SERVICE") or env.environ.get("OTEL_SERVICE_NAME") or "unknown_service",
+            network_guard=env.flag("NETWORK_GUARD", default=True),
+            on_exhausted=env.choice("ON_EXHAUSTED", OnExhausted, OnExhausted.ERROR),
+            quiet_period=env.number("QUIET_PERIOD_MS", float, 50.0, low=0.0) / 1000,
+            request_timeout=env.number("REQUEST_TIMEOUT_S", float, 60.0, low=0.001),
+            max_pending_requests=env.number("MAX_PENDING_REQUESTS", int, 1000, low=1),
+            max_buffered_bytes=env.number("MAX_BUFFERED_BYTES", int, 256 * 1024 * 1024, low=1),
+            flush_timeout=env.number("FLUSH_TIMEOUT_S", float, 10.0, low=0.0),
+        )
+
+
+#: Every variable name (without prefix) ``Settings.from_env`` reads; exported as CLI flags too.
+VARIABLES = (
+    "MODE",
+    "DIR",
+    "CASSETTE",
+    "SAMPLE_RATE",
+    "ERRORS_ONLY",
+    "EXCLUDE_PATHS",
+    "COMPRESSION",
+    "MAX_BODY_BYTES",
+    "MOCK_PLUGINS",
+    "LIVE_PLUGINS",
+    "SERVICE",
+    "NETWORK_GUARD",
+    "ON_EXHAUSTED",
+    "QUIET_PERIOD_MS",
+    "REQUEST_TIMEOUT_S",
+    "MAX_PENDING_REQUESTS",
+    "MAX_BUFFERED_BYTES",
+    "FLUSH_TIMEOUT_S",
+)
+
+
+class _Env:
+    """Typed readers over the environment; each names the variable it read in its errors."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def name(self, key: str) -> str:
+        plain = f"TIMETRACER_{key}"
+        return plain if plain in self.environ or f"OTEL_{plain}" not in self.environ else f"OTEL_{plain}"
+
+    def raw(self, key: str) -> str | None:
+        value = self.environ.get(self.name(key))
+        return value.strip() if value is not None else None
+
+    def choice(self, key: str, enum_type: type[_E], default: _E) -> _E:
+        value = self.raw(key)
+        if not value:
+            return default
+        try:
+            return enum_type(value.lower())
+        except ValueError:
+            allowed = "|".join(member.value for member in enum_type)
+            raise ConfigurationError(self.name(key), value, f"one of {allowed}") from None
+
+    def flag(self, key: str, *, default: bool) -> bool:
+        value = self.raw(key)
+        if not value:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise ConfigurationError(self.name(key), value, "true or false (also 1/0, yes/no, on/off)")
+
+    def number(
+        self, key: str, kind: Callable[[str], _T], default: _T, *, low: float, high: float | None = None
+    ) -> _T:
+        value = self.raw(key)
+        if not value:
+            return default
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        expected = f"{'an integer' if kind is int else 'a number'} {bounds}"
+        try:
+            number = kind(value)
+        except ValueError:
+            raise ConfigurationError(self.name(key), value, expected) from None
+        if not (low <= number and (high is None or number <= high)):  # type: ignore[operator]
+            raise ConfigurationError(self.name(key), value, expected)
+        return number
+
+    def patterns(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.raw(key)
+        if value is None:
+            return default
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+
+    def plugins(self, key: str) -> frozenset[str] | None:
+        value = self.raw(key)
+        if value is None:
+            return None
+        names = [item.strip().lower() for item in value.split(",") if item.strip()]
+        try:
+            return expand_plugin_names(names)
+        except KeyError as unknown:
+            raise ConfigurationError(
+                self.name(key), value, f"plugin names from {', '.join(known_plugin_names())} (unknown: {unknown})"
+            ) from None
+
+
+_E = TypeVar("_E", bound=enum.Enum)
