@@ -9,14 +9,14 @@ import logging
 import os
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 __all__ = ["TimetracerDistro"]
 
 logger = logging.getLogger("timetracer")
 
 
-class TimetracerDistro(BaseDistro):
+class TimetracerDistro(BaseDistro):  # type: ignore[misc]
     def _configure(self, **kwargs: Any) -> None:
         # Traces go to our exporter unless the user lists exporters (e.g. otlp,timetracer); metrics and logs
         # exporters are off unless asked for, so no collector is needed to record.

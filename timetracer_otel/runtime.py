@@ -28,8 +28,11 @@ __all__ = ["Runtime", "install", "uninstall"]
 
 logger = logging.getLogger("timetracer")
 
-_lock = threading.Lock()
-_installed: Runtime | None = None
+class _Installed:
+    """The process-wide runtime: patches and the tracer provider are process-wide too."""
+
+    lock = threading.Lock()
+    runtime: Runtime | None = None
 
 
 class Runtime:
@@ -102,13 +105,13 @@ def _sdk_provider(settings: Settings) -> TracerProvider | None:
 
 def _instrument_libraries() -> None:
     """What ``opentelemetry-instrument`` does: run every installed instrumentor whose library is present."""
-    from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+    from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 
     for entry_point in entry_points(group="opentelemetry_instrumentor"):
         try:
-            if entry_point.dist is not None and get_dist_dependency_conflicts(entry_point.dist):
-                continue
             instrumentor = entry_point.load()()
+            if get_dependency_conflicts(instrumentor.instrumentation_dependencies()):
+                continue  # its library is not installed
             if not instrumentor.is_instrumented_by_opentelemetry:
                 instrumentor.instrument()
         except Exception:
@@ -121,10 +124,9 @@ def install(settings: Settings | None = None, *, instrument_libraries: bool = Tr
     Settings default to the environment (``Settings.from_env()``). Patches go in before the OpenTelemetry
     instrumentors (run here when ``instrument_libraries`` is true), so client spans still appear in replay.
     """
-    global _installed
-    with _lock:
-        if _installed is not None:
-            return _installed
+    with _Installed.lock:
+        if _Installed.runtime is not None:
+            return _Installed.runtime
         settings = settings if settings is not None else Settings.from_env()
         runtime = Runtime(settings)
         if settings.mode is not Mode.OFF:
@@ -133,23 +135,23 @@ def install(settings: Settings | None = None, *, instrument_libraries: bool = Tr
                 runtime.start(provider)
                 if instrument_libraries:
                     _instrument_libraries()
-        _installed = runtime
+        _Installed.runtime = runtime
         return runtime
 
 
 def uninstall() -> None:
     """Undo :func:`install` (tests use this; a served app just exits)."""
-    global _installed
-    with _lock:
-        if _installed is not None:
-            _installed.stop()
-            _installed = None
+    with _Installed.lock:
+        if _Installed.runtime is not None:
+            _Installed.runtime.stop()
+            _Installed.runtime = None
 
 
 def installed() -> Runtime | None:
-    return _installed
+    return _Installed.runtime
 
 
 def recorder_stats() -> RecorderStats | None:
     """Counters of the running recorder (None unless recording)."""
-    return _installed.recorder.stats if _installed is not None and _installed.recorder is not None else None
+    runtime = _Installed.runtime
+    return runtime.recorder.stats if runtime is not None and runtime.recorder is not None else None

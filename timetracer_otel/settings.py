@@ -38,19 +38,19 @@ DEFAULT_EXCLUDE_PATHS = (
 )
 
 
-class Mode(str, enum.Enum):
+class Mode(enum.StrEnum):
     OFF = "off"
     RECORD = "record"
     REPLAY = "replay"
 
 
-class Compression(str, enum.Enum):
+class Compression(enum.StrEnum):
     NONE = "none"
     GZIP = "gzip"
     ZSTD = "zstd"
 
 
-class OnExhausted(str, enum.Enum):
+class OnExhausted(enum.StrEnum):
     """What replay does when every recorded answer for a request key has been used."""
 
     ERROR = "error"

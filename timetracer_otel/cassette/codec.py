@@ -43,7 +43,7 @@ _JSON_STYLES: dict[str, Callable[[Any], str]] = {
     "compact": lambda v: json.dumps(v, separators=(",", ":"), ensure_ascii=False),
     "compact_ascii": lambda v: json.dumps(v, separators=(",", ":")),
     "spaced": lambda v: json.dumps(v, ensure_ascii=False),
-    "spaced_ascii": lambda v: json.dumps(v),
+    "spaced_ascii": json.dumps,
     "indent2": lambda v: json.dumps(v, indent=2, ensure_ascii=False),
 }
 

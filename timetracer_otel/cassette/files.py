@@ -8,6 +8,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from timetracer_otel.cassette.codec import cassette_from_json, cassette_to_json
 from timetracer_otel.cassette.model import Cassette
@@ -30,7 +31,7 @@ def _slug(text: str) -> str:
 def cassette_relative_path(cassette: Cassette, compression: Compression) -> str:
     """``YYYY-MM-DD/METHOD__route-slug__shortid.json[.gz|.zst]``: safe characters only, bounded length."""
     request = cassette.request
-    route = request.route or request.url.split("?", 1)[0]
+    route = request.route or urlsplit(request.url).path
     method = re.sub(r"[^A-Z]", "", request.method.upper())[:16] or "REQUEST"
     short_id = re.sub(r"[^0-9a-f]", "", cassette.metadata.id)[:12]
     day = cassette.metadata.recorded_at.strftime("%Y-%m-%d")

@@ -9,8 +9,8 @@ in place but switched off, so the other one keeps working.
 from __future__ import annotations
 
 import importlib
-from abc import ABC, abstractmethod
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar

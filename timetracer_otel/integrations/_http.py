@@ -11,7 +11,7 @@ from timetracer_otel.cassette.model import Headers, HttpRequest, Interaction, Re
 from timetracer_otel.errors import ReplayError, TruncatedBodyError
 from timetracer_otel.replay.matching import describe_http
 
-__all__ = ["recorded_body", "recorded_exception", "header_value"]
+__all__ = ["header_value", "recorded_body", "recorded_exception"]
 
 
 def header_value(headers: Headers, name: str) -> str | None:

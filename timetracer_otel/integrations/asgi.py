@@ -33,9 +33,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: The state of the request being served, from our wrapper to the bridge (which sits inside the server span).
-_REQUEST_STATE: contextvars.ContextVar[RequestRecording | ReplaySession | None] = contextvars.ContextVar(
-    "timetracer_asgi_request", default=None
+RequestState = RequestRecording | ReplaySession | None
+
+#: The request being served and its state, from our wrapper to the bridge (which sits inside the server span).
+#: The scope tells a mounted app inside the same request apart from a context leaked from another request.
+_SERVING: contextvars.ContextVar[tuple[Scope, RequestState] | None] = contextvars.ContextVar(
+    "timetracer_asgi_serving", default=None
 )
 
 
@@ -99,7 +102,8 @@ class _ContextBridge:
         self.integration = integration
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = _REQUEST_STATE.get()
+        serving = _SERVING.get()
+        state = serving[1] if serving is not None else None
         if state is None or not self.integration.active:
             return await self.app(scope, receive, send)
         recorder = self.integration.runtime.recorder
@@ -122,7 +126,8 @@ class AsgiIntegration(Integration):
 
     async def _call(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         scope, receive, send = args
-        if not self.active or _REQUEST_STATE.get() is not None:  # off, or a mounted app inside a served one
+        serving = _SERVING.get()
+        if not self.active or (serving is not None and serving[0] is scope):  # a mounted app inside a request
             return await wrapped(*args, **kwargs)
         if not isinstance(instance.app, _ContextBridge):
             instance.app = _ContextBridge(instance.app, self)
@@ -130,11 +135,19 @@ class AsgiIntegration(Integration):
             return await wrapped(scope, receive, self._lifespan_send(send), **kwargs)
         if scope["type"] != "http":
             return await wrapped(*args, **kwargs)
-        if self.runtime.recorder is not None:
-            return await self._record(wrapped, scope, receive, send, kwargs)
-        if self.runtime.source is not None:
-            return await self._replay(wrapped, scope, receive, send, kwargs)
-        return await wrapped(*args, **kwargs)
+        # asyncio can hand a keep-alive connection's next request the context of the previous one
+        # (cpython#140947, uvicorn#2167): start such a request from a clean context, or its server span
+        # would become a child of the previous request's spans.
+        clean = otel_context.attach(otel_context.Context()) if serving is not None else None
+        try:
+            if self.runtime.recorder is not None:
+                return await self._record(wrapped, scope, receive, send, kwargs)
+            if self.runtime.source is not None:
+                return await self._replay(wrapped, scope, receive, send, kwargs)
+            return await wrapped(*args, **kwargs)
+        finally:
+            if clean is not None:
+                otel_context.detach(clean)
 
     def _lifespan_send(self, send: Send) -> Send:
         recorder = self.runtime.recorder
@@ -151,11 +164,18 @@ class AsgiIntegration(Integration):
         recorder = self.runtime.recorder
         assert recorder is not None
         limit = self.settings.max_body_bytes
-        recording = recorder.admit(
-            scope.get("path", "/"), lambda: inbound_request(scope, request_body.to_body(), recording.route)
-        )
+
+        def request() -> HttpRequest:
+            # Built on the writer thread, after the app is done: the route is known by then.
+            return inbound_request(scope, request_body.to_body(), recording.route if recording else None)
+
+        recording = recorder.admit(scope.get("path", "/"), request)
         if recording is None:
-            return await wrapped(scope, receive, send, **kwargs)
+            token = _SERVING.set((scope, None))
+            try:
+                return await wrapped(scope, receive, send, **kwargs)
+            finally:
+                _SERVING.reset(token)
         request_body = BodyBuffer(limit, recording)
         captured = _ResponseCapture(limit, recording)
         recording.response = lambda: captured.response(scope)  # type: ignore[assignment]
@@ -179,14 +199,14 @@ class AsgiIntegration(Integration):
                     captured.body.close()
             await send(message)
 
-        token = _REQUEST_STATE.set(recording)
+        token = _SERVING.set((scope, recording))
         try:
             return await wrapped(scope, tee_receive, tee_send, **kwargs)
         except BaseException as exc:
             recording.error = exc
             raise
         finally:
-            _REQUEST_STATE.reset(token)
+            _SERVING.reset(token)
             recorder.finish(recording)
 
     async def _replay(self, wrapped: Any, scope: Scope, receive: Receive, send: Send, kwargs: Any) -> Any:
@@ -208,11 +228,11 @@ class AsgiIntegration(Integration):
         async def replay_receive() -> Message:
             return buffered.pop(0) if buffered else await receive()
 
-        token = _REQUEST_STATE.set(session)
+        token = _SERVING.set((scope, session))
         try:
             return await wrapped(scope, replay_receive, send, **kwargs)
         finally:
-            _REQUEST_STATE.reset(token)
+            _SERVING.reset(token)
 
 
 INTEGRATION = AsgiIntegration

@@ -40,7 +40,11 @@ from timetracer_otel.settings import Settings
 
 __all__ = ["Recorder", "RecorderStats"]
 
-_NOTHING = object()
+class _Tick:
+    """Wakes the writer when no message arrived before the next deadline."""
+
+
+_TICK = _Tick()
 
 logger = logging.getLogger("timetracer.record")
 
@@ -83,7 +87,7 @@ class Recorder:
         patterns = "|".join(fnmatch.translate(p) for p in settings.exclude_paths)
         self._exclude_re = re.compile(patterns) if patterns else None
         self._pending: dict[int, RequestRecording] = {}
-        self._inbox: queue.SimpleQueue[RequestRecording | _Flush | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[RequestRecording | _Flush | _Tick | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._stopped = False
@@ -163,6 +167,7 @@ class Recorder:
             return
         self.flush()
         self._stopped = True
+        self.tracker.enabled = False
         self._inbox.put(None)
         if self._pending:
             logger.warning("timetracer: %d requests were still running at shutdown and were not written",
@@ -186,10 +191,11 @@ class Recorder:
         while True:
             now = time.monotonic()
             wait = min(next_scan, due[0][0] if due else next_scan) - now
+            item: RequestRecording | _Flush | _Tick | None
             try:
                 item = inbox.get(timeout=max(wait, 0.0))
             except queue.Empty:
-                item = _NOTHING
+                item = _TICK
             if item is None:
                 return
             if isinstance(item, _Flush):

@@ -30,8 +30,12 @@ class RequestSpanTracker(SpanProcessor):
         self._on_settled = on_settled
         self._stats = stats
         self._lock = threading.Lock()
+        #: The SDK cannot remove a span processor, so a stopped recorder's tracker just stops acting.
+        self.enabled = True
 
     def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        if not self.enabled:
+            return
         recording = request_state(parent_context) if parent_context else None
         if recording is None:
             recording = request_state()
@@ -45,6 +49,8 @@ class RequestSpanTracker(SpanProcessor):
             self._stats.late_spans += 1
             return
         span_context = span.get_span_context()
+        if span_context is None:
+            return
         parent = span.parent
         is_root = span.kind in _ROOT_KINDS and (parent is None or parent.is_remote)
         recording.span_started(span_context.trace_id, span_context.span_id, is_root)

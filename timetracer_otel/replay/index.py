@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable, Iterable
 
-from timetracer_otel.cassette.model import Interaction
+from timetracer_otel.cassette.model import HttpRequest, Interaction
 from timetracer_otel.errors import ReplayMismatchError
 from timetracer_otel.replay.matching import describe_http, http_differences, http_fields, http_key
-from timetracer_otel.cassette.model import HttpRequest
 from timetracer_otel.settings import OnExhausted
 
 __all__ = ["ReplayIndex"]
