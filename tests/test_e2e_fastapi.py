@@ -92,3 +92,23 @@ def test_sigterm_still_writes_every_answered_request(tmp_path: Path, upstream: S
     written = sorted(json.loads(p.read_text())["request"]["url"].rsplit("/", 1)[-1]
                      for p in iter_cassette_files(cassettes))
     assert written == [str(n) for n in range(6)]
+
+
+def test_works_next_to_other_exporters_with_the_distro_selected(tmp_path: Path, upstream: Server) -> None:
+    cassettes = tmp_path / "cassettes"
+    env = {**_record_env(cassettes, upstream), "OTEL_PYTHON_DISTRO": "timetracer",
+           "OTEL_TRACES_EXPORTER": "console,timetracer", "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    with _app(tmp_path, "record", env) as app:
+        assert httpx.get(f"{app.url}/users/5", timeout=10).status_code == 200
+    assert '"name": "GET /users/{user_id}"' in app.output(), "the console exporter still gets every span"
+    [cassette] = [load_cassette(p) for p in iter_cassette_files(cassettes)]
+    assert cassette.request.route == "/users/{user_id}"
+    assert len(cassette.interactions) == 1
+
+
+def test_sdk_disabled_is_reported(tmp_path: Path, upstream: Server) -> None:
+    env = {**_record_env(tmp_path / "cassettes", upstream), "OTEL_SDK_DISABLED": "true"}
+    with _app(tmp_path, "record", env) as app:
+        assert httpx.get(f"{app.url}/users/5", timeout=10).status_code == 200
+    assert "OTEL_SDK_DISABLED=true, so no spans exist and nothing is recorded" in app.output()
+    assert not (tmp_path / "cassettes").exists()

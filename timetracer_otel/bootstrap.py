@@ -11,7 +11,11 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from timetracer_otel.errors import TimetracerError
 from timetracer_otel.runtime import install
@@ -47,18 +51,23 @@ def pre_instrument() -> None:
         _flush_on_sigterm(runtime.recorder.shutdown)
 
 
-def _flush_on_sigterm(flush: object) -> None:
+def _flush_on_sigterm(flush: Callable[[], None]) -> None:
     """Write pending cassettes on SIGTERM, then let the signal do what it did before.
 
     Servers like uvicorn install their own handler and, after a graceful shutdown, restore the previous one
-    (this) and raise the signal again, so atexit handlers would never run.
+    (this) and raise the signal again, so atexit handlers would never run. The tracer provider is flushed too,
+    so the user's other exporters do not lose the last spans either.
     """
     if threading.current_thread() is not threading.main_thread():
         return
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        flush()  # type: ignore[operator]
+        flush()
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, TracerProvider):
+            provider.force_flush(5000)
+        sys.stdout.flush()
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         if callable(previous):
             previous(signum, frame)

@@ -1,19 +1,21 @@
-"""The ``timetracer`` distro: defaults that make ``opentelemetry-instrument`` record out of the box.
+"""The ``timetracer`` distro and configurator: what makes ``opentelemetry-instrument`` record out of the box.
 
-Select it with ``OTEL_PYTHON_DISTRO=timetracer`` when several distros are installed.
+The distro sets defaults; the configurator builds the tracer provider and the exporters named in
+``OTEL_TRACES_EXPORTER`` (the SDK ships the logic but registers no configurator of its own; upstream's
+``opentelemetry-distro`` does the same as this). Select them with ``OTEL_PYTHON_DISTRO=timetracer`` and
+``OTEL_PYTHON_CONFIGURATOR=timetracer`` when several are installed.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
+from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
-__all__ = ["TimetracerDistro"]
+__all__ = ["TimetracerConfigurator", "TimetracerDistro"]
 
-logger = logging.getLogger("timetracer")
 
 
 class TimetracerDistro(BaseDistro):  # type: ignore[misc]
@@ -27,3 +29,7 @@ class TimetracerDistro(BaseDistro):  # type: ignore[misc]
         if mode in ("record", "replay"):
             # A cassette needs every span of the request: sample everything unless the user chose a sampler.
             os.environ.setdefault("OTEL_TRACES_SAMPLER", "always_on")
+
+
+class TimetracerConfigurator(_OTelSDKConfigurator):
+    """The SDK's environment-driven set-up: tracer provider, sampler and exporters from ``OTEL_*``."""

@@ -1,0 +1,104 @@
+"""Record the example app against its upstream, stop the upstream, replay, and compare every response.
+
+    python examples/fastapi_httpx/demo.py [--workdir DIR]
+
+Everything listens on 127.0.0.1. Exit status 0 means every replayed response was byte-identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+REQUESTS = [
+    ("POST", "/checkout", {"item": 3}),
+    ("POST", "/checkout", {"item": 10, "quantity": 2}),
+    ("GET", "/users/42", None),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(app: str, port: int, env: dict[str, str], log: Path, instrument: bool) -> subprocess.Popen[bytes]:
+    command = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    if instrument:
+        command.insert(0, str(BIN / "opentelemetry-instrument"))
+    process = subprocess.Popen(command, cwd=HERE, env={**os.environ, **env}, stdout=log.open("wb"),
+                               stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    sys.exit(f"{app} did not start; see {log}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(15)
+
+
+def exchange(port: int) -> list[tuple[int, bytes]]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        answers = [client.request(method, path, json=body) for method, path, body in REQUESTS]
+    return [(answer.status_code, answer.content) for answer in answers]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path(".demo"))
+    workdir: Path = parser.parse_args().workdir.resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    cassettes = workdir / "cassettes"
+    workdir.mkdir(parents=True)
+    for name in ("TIMETRACER_MODE", "OTEL_TRACES_EXPORTER"):
+        os.environ.pop(name, None)
+
+    upstream_port, app_port = free_port(), free_port()
+    upstream_url = f"http://127.0.0.1:{upstream_port}"
+    upstream = start("upstream:app", upstream_port, {}, workdir / "upstream.log", instrument=False)
+    print(f"1. upstream pricing service on {upstream_url}")
+    record_env = {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassettes), "UPSTREAM_URL": upstream_url}
+    app = start("app:app", app_port, record_env, workdir / "record.log", instrument=True)
+    recorded = exchange(app_port)
+    stop(app)
+    print(f"2. recorded {len(recorded)} requests under opentelemetry-instrument into {cassettes}:")
+    subprocess.run([str(BIN / "timetracer"), "list", str(cassettes)], check=True)
+
+    stop(upstream)
+    print("3. upstream stopped; replaying with TIMETRACER_MODE=replay")
+    replay_env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassettes), "UPSTREAM_URL": upstream_url}
+    app = start("app:app", app_port, replay_env, workdir / "replay.log", instrument=True)
+    replayed = exchange(app_port)
+    stop(app)
+
+    for (method, path, _), before, after in zip(REQUESTS, recorded, replayed, strict=True):
+        verdict = "identical" if before == after else f"DIFFERENT: {before!r} != {after!r}"
+        print(f"   {method} {path}: {after[0]} {after[1].decode()[:60]} - {verdict}")
+    if recorded != replayed:
+        print("4. replay differed from the recording (logs in", workdir, ")")
+        return 1
+    print("4. every replayed response is byte-identical to the recording, with no upstream running")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
