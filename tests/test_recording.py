@@ -221,3 +221,20 @@ def test_recording_survives_fork(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     pids = {json.loads(p.read_text())["response"]["body"]["json"]["pid"] for p in iter_cassette_files(tmp_path)}
     assert len(pids) == 2, "the parent and the forked child each wrote their cassette"
+
+
+def test_byte_budget_is_released_and_late_chunks_are_not_kept() -> None:
+    from timetracer_otel.cassette.model import HttpRequest
+    from timetracer_otel.record.recorder import RecorderStats
+    from timetracer_otel.record.recording import BodyBuffer, ByteBudget, RequestRecording
+
+    budget = ByteBudget()
+    recording = RequestRecording(lambda: HttpRequest("GET", "http://t/"), RecorderStats(), budget)
+    buffer = BodyBuffer(limit=4, owner=recording)
+    buffer.feed(b"abcdef")
+    assert budget.used == 4 and buffer.to_body().truncated
+    recording.finalized = True
+    recording.release()
+    buffer.feed(b"more")  # a stream still running after its request was written (hard timeout)
+    assert budget.used == 0
+    assert buffer.to_body().size == 6

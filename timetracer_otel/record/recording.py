@@ -54,6 +54,8 @@ class BodyBuffer:
         self.complete = False
 
     def feed(self, chunk: bytes) -> None:
+        if self._owner is not None and self._owner.finalized:
+            return  # written already (hard timeout): keep nothing more alive for it
         self.size += len(chunk)
         room = self._limit - self._kept
         if room > 0 and chunk:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 
 from timetracer_otel.cassette.model import HttpRequest, Interaction
 from timetracer_otel.errors import ReplayMismatchError
 from timetracer_otel.replay.matching import describe_http, http_differences, http_fields, http_key
 from timetracer_otel.settings import OnExhausted
 
-__all__ = ["ReplayIndex"]
+__all__ = ["ReplayIndex", "request_keys"]
 
 _NEAREST = 3
 # Weights for ranking near misses: a call to the same endpoint with other parameters is "nearer" than
@@ -18,17 +18,27 @@ _NEAREST = 3
 _WEIGHTS = {"method": 4, "host": 3, "port": 1, "scheme": 1, "path": 4, "query": 2, "body": 2}
 
 
+def request_keys(interactions: Iterable[Interaction]) -> tuple[Hashable, ...]:
+    return tuple(http_key(interaction.request) for interaction in interactions)
+
+
 class ReplayIndex:
     """A FIFO queue of recorded answers per request key, in recorded order."""
 
-    def __init__(self, interactions: Iterable[Interaction], on_exhausted: OnExhausted = OnExhausted.ERROR) -> None:
+    def __init__(
+        self,
+        interactions: Sequence[Interaction],
+        on_exhausted: OnExhausted = OnExhausted.ERROR,
+        keys: Sequence[Hashable] | None = None,
+    ) -> None:
+        """``keys`` are the interactions' request keys when the caller computed them already (see
+        :func:`request_keys`), so replaying a cassette many times normalises its bodies once."""
         self._queues: dict[Hashable, deque[Interaction]] = {}
         self._used: dict[Hashable, Interaction] = {}
-        self._all: list[Interaction] = []
+        self._all = list(interactions)
         self._on_exhausted = on_exhausted
-        for interaction in interactions:
-            self._all.append(interaction)
-            self._queues.setdefault(http_key(interaction.request), deque()).append(interaction)
+        for key, interaction in zip(keys if keys is not None else request_keys(self._all), self._all, strict=True):
+            self._queues.setdefault(key, deque()).append(interaction)
 
     def __len__(self) -> int:
         return len(self._all)

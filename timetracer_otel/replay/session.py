@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
 from timetracer_otel._context import attach_request_state, request_state
 from timetracer_otel.cassette.model import Cassette, HttpRequest, Interaction
 from timetracer_otel.errors import ReplayMismatchError
@@ -28,10 +30,11 @@ class ReplaySession:
         cassette: Cassette | None,
         on_exhausted: OnExhausted = OnExhausted.ERROR,
         missing_reason: str = "",
+        keys: Sequence[Hashable] | None = None,
     ) -> None:
         self.cassette = cassette
         self.missing_reason = missing_reason
-        self.index = ReplayIndex(cassette.interactions if cassette else (), on_exhausted)
+        self.index = ReplayIndex(cassette.interactions if cassette else (), on_exhausted, keys)
 
     def take(self, request: HttpRequest) -> Interaction:
         if self.cassette is None:

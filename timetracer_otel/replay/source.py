@@ -11,6 +11,7 @@ from pathlib import Path
 from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
 from timetracer_otel.cassette.model import Cassette, HttpRequest
 from timetracer_otel.errors import CassetteNotFoundError
+from timetracer_otel.replay.index import request_keys
 from timetracer_otel.replay.matching import describe_http, http_differences, http_fields, inbound_key
 from timetracer_otel.replay.session import ReplaySession
 from timetracer_otel.settings import OnExhausted
@@ -30,6 +31,8 @@ class CassetteSource:
 
     def __init__(self, cassettes: list[Cassette], *, single: bool, on_exhausted: OnExhausted) -> None:
         self.cassettes = cassettes
+        # Request keys are computed once per cassette here, not once per replayed request.
+        self._keys = {id(cassette): request_keys(cassette.interactions) for cassette in cassettes}
         self._single = single
         self._on_exhausted = on_exhausted
         self._lock = threading.Lock()
@@ -51,15 +54,18 @@ class CassetteSource:
 
     def session_for(self, request: HttpRequest) -> ReplaySession:
         if self._single:
-            return ReplaySession(self.cassettes[0], self._on_exhausted)
+            return self._session(self.cassettes[0])
         key = inbound_key(request)
         with self._lock:
             queue = self._queues.get(key)
             if queue is not None:
                 if not queue:
                     queue.extend(self._by_key[key])
-                return ReplaySession(queue.popleft(), self._on_exhausted)
+                return self._session(queue.popleft())
         return ReplaySession(None, self._on_exhausted, missing_reason=self._explain_missing(request))
+
+    def _session(self, cassette: Cassette) -> ReplaySession:
+        return ReplaySession(cassette, self._on_exhausted, keys=self._keys[id(cassette)])
 
     def _explain_missing(self, request: HttpRequest) -> str:
         reason = f"no cassette was recorded for the inbound request {describe_http(request)}"
