@@ -21,6 +21,7 @@ Endpoints:
 ``/slow?delay=S``    waits S seconds (default 2) before answering; for timeouts
 ``/cookies``         sets two cookies
 ``/redirect``        302 to ``/echo?redirected=yes``
+``/flaky``           drops the connection without answering every other time (odd calls), else like ``/echo``
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -69,7 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
 
     def setup(self) -> None:
@@ -84,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip(), 16)
                 if size == 0:
@@ -123,6 +124,12 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         body = self._body()
         path = parts.path
+        if path == "/flaky":
+            self.server.flaky_calls += 1
+            if self.server.flaky_calls % 2:
+                self.close_connection = True
+                return
+            path = "/echo"
         if path == "/echo":
             self._json(
                 200,
@@ -158,7 +165,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(float(query.get("delay", "2")))
             self._json(200, {"slow": True})
         elif path == "/cookies":
-            self._json(200, {"cookies": 2}, headers=(("Set-Cookie", "alpha=1; Path=/"), ("Set-Cookie", "beta=2; Path=/")))
+            self._json(
+                200, {"cookies": 2}, headers=(("Set-Cookie", "alpha=1; Path=/"), ("Set-Cookie", "beta=2; Path=/"))
+            )
         elif path == "/redirect":
             self._send(302, b"", content_type="text/plain", headers=(("Location", "/echo?redirected=yes"),))
         else:
@@ -173,6 +182,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.connections: set[socket.socket] = set()
+        self.flaky_calls = 0
 
 
 class Upstream(str):
@@ -204,8 +214,7 @@ class Upstream(str):
 @contextlib.contextmanager
 def running_upstream() -> Iterator[Upstream]:
     server = _Server()
-    host, port = server.server_address[:2]
-    upstream = Upstream(f"http://{host}:{port}")
+    upstream = Upstream(f"http://127.0.0.1:{server.server_address[1]}")
     upstream._server = server
     upstream._thread = threading.Thread(target=server.serve_forever, name="http-upstream", daemon=True)
     upstream._thread.start()
@@ -232,7 +241,6 @@ class Recorded:
     directory: Path
     path: Path | None = None
     cassette: Cassette | None = None
-    values: dict[str, object] = field(default_factory=dict)
 
 
 @contextlib.contextmanager

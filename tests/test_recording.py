@@ -110,6 +110,8 @@ async def test_excluded_paths_are_not_recorded(start: Any, client_for: Any, upst
     cassettes = written(runtime, tmp_path)
     assert [c.request.route for c in cassettes] == ["/items/{item_id}"]
     assert recorder_stats().excluded == 1  # type: ignore[union-attr]
+    body = cassettes[0].request.body
+    assert body is not None and body.complete and body.size == 0, "a GET without a body is complete"
 
 
 @pytest.mark.parametrize(("rate", "expected"), [(0.0, 0), (1.0, 5)])

@@ -57,6 +57,13 @@ def _url(scope: Scope) -> str:
     return f"{scheme}://{host or 'localhost'}{path}" + (f"?{query}" if query else "")
 
 
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers") or ():
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            return True
+    return False
+
+
 def _route(scope: Scope) -> str | None:
     route = scope.get("route")
     path = getattr(route, "path_format", None) or getattr(route, "path", None)
@@ -177,6 +184,8 @@ class AsgiIntegration(Integration):
             finally:
                 _SERVING.reset(token)
         request_body = BodyBuffer(limit, recording)
+        if not _has_body(scope):
+            request_body.close()  # nothing to read: the app may rightly never call receive()
         captured = _ResponseCapture(limit, recording)
         recording.response = lambda: captured.response(scope)  # type: ignore[assignment]
 
