@@ -112,3 +112,13 @@ def test_sdk_disabled_is_reported(tmp_path: Path, upstream: Server) -> None:
         assert httpx.get(f"{app.url}/users/5", timeout=10).status_code == 200
     assert "OTEL_SDK_DISABLED=true, so no spans exist and nothing is recorded" in app.output()
     assert not (tmp_path / "cassettes").exists()
+
+
+def test_requests_are_recorded_even_when_their_spans_are_not_sampled(tmp_path: Path, upstream: Server) -> None:
+    cassettes = tmp_path / "cassettes"
+    env = {**_record_env(cassettes, upstream), "OTEL_TRACES_SAMPLER": "always_off"}
+    with _app(tmp_path, "record", env) as app:
+        assert httpx.get(f"{app.url}/users/9", timeout=10).status_code == 200
+    [cassette] = [load_cassette(p) for p in iter_cassette_files(cassettes)]
+    assert [i.request.url for i in cassette.interactions] == [f"{upstream.url}/users/9"]
+    assert cassette.spans == () and cassette.metadata.trace_id is None

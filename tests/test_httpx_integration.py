@@ -13,7 +13,15 @@ import httpx
 import pytest
 import wrapt
 
-from tests.http_upstream import BINARY, GZIP_DOCUMENT, STREAM_CHUNKS, closed_port, recording, replaying, running_upstream
+from tests.http_upstream import (
+    BINARY,
+    GZIP_DOCUMENT,
+    STREAM_CHUNKS,
+    closed_port,
+    recording,
+    replaying,
+    running_upstream,
+)
 from timetracer_otel import recorder_stats
 from timetracer_otel.errors import NetworkBlockedError, ReplayMismatchError
 from timetracer_otel.runtime import installed
@@ -83,9 +91,8 @@ def test_sync_client_round_trip(tmp_path: Path) -> None:
 
 
 async def test_async_client_round_trip(tmp_path: Path) -> None:
-    with running_upstream() as upstream:
-        with recording(tmp_path) as recorded:
-            seen = await _async_calls(upstream)
+    with running_upstream() as upstream, recording(tmp_path) as recorded:
+        seen = await _async_calls(upstream)
     _check_recorded(seen)
     assert recorded.path is not None
     with replaying(recorded.path):
@@ -93,9 +100,13 @@ async def test_async_client_round_trip(tmp_path: Path) -> None:
 
 
 def test_gzip_body_is_re_encoded_so_raw_readers_still_decode(tmp_path: Path) -> None:
-    with running_upstream() as upstream, recording(tmp_path) as recorded:
-        with httpx.Client() as client, client.stream("GET", upstream.url("/gzip")) as live:
-            raw = b"".join(live.iter_raw())
+    with (
+        running_upstream() as upstream,
+        recording(tmp_path) as recorded,
+        httpx.Client() as client,
+        client.stream("GET", upstream.url("/gzip")) as live,
+    ):
+        raw = b"".join(live.iter_raw())
     assert recorded.path is not None
     with replaying(recorded.path), httpx.Client() as client, client.stream("GET", upstream.url("/gzip")) as replayed:
         assert replayed.headers["content-encoding"] == "gzip"
@@ -132,9 +143,8 @@ async def test_recorded_errors_are_raised_again_as_the_same_type(tmp_path: Path,
 
 
 def test_a_changed_query_is_a_miss_that_explains_itself(tmp_path: Path) -> None:
-    with running_upstream() as upstream:
-        with recording(tmp_path) as recorded:
-            httpx.get(upstream.url("/echo?q=alpha"))
+    with running_upstream() as upstream, recording(tmp_path) as recorded:
+        httpx.get(upstream.url("/echo?q=alpha"))
     assert recorded.path is not None
     with replaying(recorded.path), pytest.raises(ReplayMismatchError) as miss:
         httpx.get(upstream.url("/echo?q=BETA"))
@@ -145,10 +155,9 @@ async def test_gather_in_reversed_order_gets_each_call_its_own_answer(tmp_path: 
     import asyncio
 
     paths = [f"/echo?n={n}" for n in range(6)]
-    with running_upstream() as upstream:
-        with recording(tmp_path) as recorded:
-            async with httpx.AsyncClient(base_url=upstream) as client:
-                live = await asyncio.gather(*(client.get(p) for p in paths))
+    with running_upstream() as upstream, recording(tmp_path) as recorded:
+        async with httpx.AsyncClient(base_url=upstream) as client:
+            live = await asyncio.gather(*(client.get(p) for p in paths))
     assert recorded.path is not None
     with replaying(recorded.path):
         async with httpx.AsyncClient(base_url=upstream) as client:
@@ -170,8 +179,8 @@ def test_replay_blocks_unrecorded_network_access(tmp_path: Path) -> None:
     with running_upstream() as upstream, recording(tmp_path) as recorded:
         httpx.get(upstream.url("/echo"))
     assert recorded.path is not None
-    with replaying(recorded.path), pytest.raises(NetworkBlockedError, match="192.0.2.10:80"):
-        urllib.request.urlopen("http://192.0.2.10/", timeout=1)  # noqa: S310 - blocked before any packet
+    with replaying(recorded.path), pytest.raises(NetworkBlockedError, match=r"192\.0\.2\.10:80"):
+        urllib.request.urlopen("http://192.0.2.10/", timeout=1)
 
 
 def test_a_capture_failure_is_counted_and_never_reaches_the_app(tmp_path: Path, monkeypatch: Any) -> None:
@@ -188,10 +197,61 @@ def test_a_capture_failure_is_counted_and_never_reaches_the_app(tmp_path: Path, 
     assert recorded.cassette is not None and recorded.cassette.interactions == ()
 
 
-def test_uninstall_removes_the_patches(tmp_path: Path) -> None:
-    with running_upstream() as upstream, recording(tmp_path):
-        assert isinstance(httpx.HTTPTransport.__dict__["handle_request"], wrapt.FunctionWrapper)
-        httpx.get(upstream.url("/echo"))
+def _our_wrappers(function: Any) -> list[Any]:
+    """The timetracer integrations whose wrappers are in ``function``'s chain of wrapt wrappers."""
+    from timetracer_otel.integrations._base import Integration
+
+    found = []
+    while isinstance(function, wrapt.FunctionWrapper):
+        owner = getattr(function._self_wrapper, "__self__", None)
+        if isinstance(owner, Integration):
+            found.append(owner)
+        function = function.__wrapped__
+    return found
+
+
+def test_uninstall_leaves_no_active_patch_and_reinstall_does_not_stack(tmp_path: Path) -> None:
+    from timetracer_otel._context import attach_request_state
+    from timetracer_otel.cassette.model import HttpRequest
+    from timetracer_otel.record.recorder import RecorderStats
+    from timetracer_otel.record.recording import ByteBudget, RequestRecording
+
+    for _ in range(2):
+        with running_upstream() as upstream, recording(tmp_path / str(_)):
+            httpx.get(upstream.url("/echo"))
     assert installed() is None
-    assert not isinstance(httpx.HTTPTransport.__dict__["handle_request"], wrapt.FunctionWrapper)
-    assert not isinstance(httpx.AsyncHTTPTransport.__dict__["handle_async_request"], wrapt.FunctionWrapper)
+    for attribute in (httpx.HTTPTransport.__dict__["handle_request"],
+                      httpx.AsyncHTTPTransport.__dict__["handle_async_request"]):
+        integrations = _our_wrappers(attribute)
+        assert len(integrations) <= 1, "installing again must reuse the wrapper, not stack another"
+        assert not any(i.active for i in integrations)
+
+    orphan = RequestRecording(lambda: HttpRequest("GET", "http://t/"), RecorderStats(), ByteBudget())
+    from opentelemetry import context as otel_context
+
+    token = attach_request_state(orphan)
+    try:
+        with running_upstream() as upstream:
+            httpx.get(upstream.url("/echo"))
+    finally:
+        otel_context.detach(token)  # type: ignore[arg-type]
+    assert orphan.calls == [], "an uninstalled integration captures nothing"
+
+
+
+def test_client_spans_still_appear_during_replay(tmp_path: Path) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    with running_upstream() as upstream, recording(tmp_path) as recorded:
+        httpx.get(upstream.url("/echo?q=span"))
+    assert recorded.path is not None
+    spans = InMemorySpanExporter()
+    with replaying(recorded.path):
+        trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(spans))  # type: ignore[attr-defined]
+        httpx.get(upstream.url("/echo?q=span"))
+    spans.shutdown()  # the processor stays on the process-wide provider; make it inert
+    client_spans = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.CLIENT]
+    assert [s.name for s in client_spans] == ["GET"]
+    assert client_spans[0].attributes["http.status_code"] == 200  # type: ignore[index]

@@ -140,3 +140,25 @@ def test_off_mode_runs_the_app_untouched(tmp_path: Path) -> None:
     result = _instrumented({}, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "the app ran"
+
+
+SAMPLER = "from opentelemetry import trace; print(trace.get_tracer_provider().sampler.get_description())"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"TIMETRACER_MODE": "record"}, "AlwaysOnSampler"),
+        ({"TIMETRACER_MODE": "record", "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"},
+         "TraceIdRatioBased{0.5}"),
+    ],
+)
+def test_record_mode_samples_everything_unless_the_user_chose(tmp_path: Path, env: dict[str, str],
+                                                              expected: str) -> None:
+    result = subprocess.run(
+        [str(BIN / "opentelemetry-instrument"), str(BIN / "python"), "-c", SAMPLER],
+        env={"PATH": str(BIN), "TIMETRACER_DIR": str(tmp_path), **env}, cwd=EXAMPLE, capture_output=True,
+        text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected

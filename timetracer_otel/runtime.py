@@ -29,10 +29,14 @@ __all__ = ["Runtime", "install", "uninstall"]
 logger = logging.getLogger("timetracer")
 
 class _Installed:
-    """The process-wide runtime: patches and the tracer provider are process-wide too."""
+    """The process-wide runtime: patches and the tracer provider are process-wide too.
+
+    Integrations outlive runtimes, so a later install reuses wrappers left under an OTel instrumentor's.
+    """
 
     lock = threading.Lock()
     runtime: Runtime | None = None
+    integrations: dict[str, Integration] = {}
 
 
 class Runtime:
@@ -61,7 +65,11 @@ class Runtime:
             if not _library_present(name):
                 continue
             try:
-                integration: Integration = importlib.import_module(module_name).INTEGRATION(self)
+                integration = _Installed.integrations.get(name)
+                if integration is None:
+                    integration = importlib.import_module(module_name).INTEGRATION(self)
+                    _Installed.integrations[name] = integration
+                integration.runtime = self
                 integration.install()
             except Exception:
                 # One broken integration must not take the others down; the network guard still

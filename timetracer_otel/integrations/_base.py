@@ -2,8 +2,9 @@
 
 Each integration module defines an :class:`Integration` subclass whose ``patches()`` lists
 ``Patch(module, "Class.method", wrapper)`` rows. ``install()`` applies them with wrapt and ``uninstall()``
-removes exactly those; when another wrapper (an OTel instrumentor) was put on top of ours later, ours is left
-in place but switched off, so the other one keeps working.
+removes exactly those. When another wrapper (an OTel instrumentor) was put on top of ours, ours cannot be
+removed without removing it too: it stays in place, switched off, and the next ``install()`` of the same
+integration object switches it back on rather than wrapping again on top (which would hide the OTel span).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import wrapt
 
 if TYPE_CHECKING:
     from timetracer_otel.runtime import Runtime
+    from timetracer_otel.settings import Settings
 
 __all__ = ["Integration", "Patch", "Wrapper"]
 
@@ -46,10 +48,13 @@ class Integration(ABC):
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.settings = runtime.settings
         #: Wrappers pass straight through when False (after uninstall, if they could not be removed).
         self.active = False
-        self._applied: list[tuple[Any, str, Any]] = []
+        self._applied: dict[tuple[str, str], tuple[Any, str, Any]] = {}
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
 
     @property
     def mocked(self) -> bool:
@@ -61,25 +66,25 @@ class Integration(ABC):
         """The table of functions this integration wraps."""
 
     def install(self) -> None:
-        if self.active:
-            return
         for patch in self.patches():
-            module = importlib.import_module(patch.module)
+            key = (patch.module, patch.attribute)
+            if key in self._applied:
+                continue  # still in place from an earlier install, under someone else's wrapper
             parent_path, _, name = patch.attribute.rpartition(".")
-            parent = module
+            parent = importlib.import_module(patch.module)
             for part in filter(None, parent_path.split(".")):
                 parent = getattr(parent, part)
             wrapper = wrapt.FunctionWrapper(getattr(parent, name), patch.wrapper)
             setattr(parent, name, wrapper)
-            self._applied.append((parent, name, wrapper))
+            self._applied[key] = (parent, name, wrapper)
         self.active = True
 
     def uninstall(self) -> None:
         self.active = False
-        for parent, name, wrapper in reversed(self._applied):
+        for key, (parent, name, wrapper) in list(self._applied.items()):
             if parent.__dict__.get(name) is wrapper:
                 setattr(parent, name, wrapper.__wrapped__)
+                del self._applied[key]
             else:
                 logger.debug("timetracer: %s.%s is wrapped again on top of ours; leaving ours switched off",
                              getattr(parent, "__name__", parent), name)
-        self._applied.clear()
