@@ -255,3 +255,23 @@ def test_client_spans_still_appear_during_replay(tmp_path: Path) -> None:
     client_spans = [s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.CLIENT]
     assert [s.name for s in client_spans] == ["GET"]
     assert client_spans[0].attributes["http.status_code"] == 200  # type: ignore[index]
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_redirects_are_followed_and_each_hop_recorded(tmp_path: Path, use_async: bool) -> None:
+    async def call(base: str) -> httpx.Response:
+        if use_async:
+            async with httpx.AsyncClient(follow_redirects=True) as client:
+                return await client.post(f"{base}/redirect", content=b"payload")
+        with httpx.Client(follow_redirects=True) as client:
+            return client.post(f"{base}/redirect", content=b"payload")
+
+    with running_upstream() as upstream, recording(tmp_path) as recorded:
+        live = await call(upstream)
+    assert live.json()["query"] == {"redirected": "yes"}
+    assert recorded.cassette is not None
+    assert [i.response.status for i in recorded.cassette.interactions] == [302, 200]  # type: ignore[union-attr]
+    assert recorded.path is not None
+    with replaying(recorded.path):
+        replayed = await call(upstream)
+    assert replayed.json() == live.json() and len(replayed.history) == 1

@@ -106,7 +106,7 @@ class HttpxIntegration(Integration):
 
     def _begin(self, recording: RequestRecording, request: httpx.Request) -> PendingCall:
         limit = self.settings.max_body_bytes
-        if isinstance(request.stream, httpx.ByteStream) or hasattr(request, "_content"):
+        if hasattr(request, "_content"):  # already read; a redirect's next request is not, so it is teed
             content = request.content
             recording.account(len(content))
 
