@@ -381,7 +381,7 @@ def test_show_events_lists_each_call_with_status_or_error(cassettes: dict[str, P
     events = result.stdout.split("\n\n")[1].splitlines()
     assert events[0].split() == ["#", "start", "ms", "duration", "ms", "library", "method", "url", "status"]
     assert events[1].split() == [
-        "0",
+        "1",
         "3.1",
         "21.5",
         "httpx",
@@ -390,7 +390,7 @@ def test_show_events_lists_each_call_with_status_or_error(cassettes: dict[str, P
         "200",
     ]
     assert events[2].split() == [
-        "1",
+        "2",
         "25.5",
         "17.0",
         "requests",
@@ -402,7 +402,7 @@ def test_show_events_lists_each_call_with_status_or_error(cassettes: dict[str, P
     failed = run("show", "--events", str(cassettes["failed"])).stdout.split("\n\n")[1].splitlines()
     # The message's newline is folded so each call stays on one line.
     assert failed[1].split() == [
-        "0",
+        "1",
         "10.0",
         "5000.2",
         "httpx",

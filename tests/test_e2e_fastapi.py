@@ -106,12 +106,19 @@ def test_works_next_to_other_exporters_with_the_distro_selected(tmp_path: Path, 
     assert len(cassette.interactions) == 1
 
 
-def test_sdk_disabled_is_reported(tmp_path: Path, upstream: Server) -> None:
-    env = {**_record_env(tmp_path / "cassettes", upstream), "OTEL_SDK_DISABLED": "true"}
+def test_sdk_disabled_still_records_and_replays_without_spans(tmp_path: Path, upstream: Server) -> None:
+    cassettes = tmp_path / "cassettes"
+    env = {**_record_env(cassettes, upstream), "OTEL_SDK_DISABLED": "true"}
     with _app(tmp_path, "record", env) as app:
-        assert httpx.get(f"{app.url}/users/5", timeout=10).status_code == 200
-    assert "OTEL_SDK_DISABLED=true, so no spans exist and nothing is recorded" in app.output()
-    assert not (tmp_path / "cassettes").exists()
+        recorded = httpx.get(f"{app.url}/users/5", timeout=10).content
+    assert "OTEL_SDK_DISABLED=true, so there are no spans" in app.output()
+    [cassette] = [load_cassette(p) for p in iter_cassette_files(cassettes)]
+    assert len(cassette.interactions) == 1 and cassette.spans == ()
+    upstream.stop()
+    replay_env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassettes), "UPSTREAM_URL": upstream.url,
+                  "OTEL_SDK_DISABLED": "true"}
+    with _app(tmp_path, "replay", replay_env) as app:
+        assert httpx.get(f"{app.url}/users/5", timeout=10).content == recorded
 
 
 def test_requests_are_recorded_even_when_their_spans_are_not_sampled(tmp_path: Path, upstream: Server) -> None:

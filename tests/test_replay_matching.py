@@ -5,6 +5,7 @@ import socket
 import pytest
 
 from tests.factories import cassette, interaction, json_response, request
+from timetracer_otel.cassette.model import Body, Cassette, HttpRequest
 from timetracer_otel.errors import NetworkBlockedError, ReplayMismatchError
 from timetracer_otel.replay.guard import NetworkGuard, live_call
 from timetracer_otel.replay.index import ReplayIndex
@@ -117,11 +118,78 @@ def test_network_guard_blocks_non_loopback_and_allows_loopback_and_live_calls() 
 
 
 def test_live_plugin_calls_pass_the_guard() -> None:
+    from timetracer_otel.replay.guard import _guard_connect
+
     reached: list[object] = []
-    guarded = NetworkGuard._guarded(lambda sock, address: reached.append(address))
+    guarded = _guard_connect(lambda sock, address: reached.append(address))
     with socket.socket() as sock:
         with pytest.raises(NetworkBlockedError):
             guarded(sock, ("192.0.2.1", 80))
         with live_call():
             guarded(sock, ("192.0.2.1", 80))
     assert reached == [("192.0.2.1", 80)]
+
+
+def test_uvloop_connections_are_guarded_too() -> None:
+    import asyncio
+
+    import uvloop
+
+    async def attempts() -> list[str]:
+        loop = asyncio.get_running_loop()
+        outcomes = []
+        for host in ("192.0.2.1", "example.com", "127.0.0.1"):
+            try:
+                await loop.create_connection(asyncio.Protocol, host, 9)
+            except NetworkBlockedError:
+                outcomes.append(f"{host} blocked")
+            except OSError:
+                outcomes.append(f"{host} refused")  # loopback reached the real connect: nothing listens there
+        with socket.socket() as sock:
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, ("192.0.2.1", 80))
+            except NetworkBlockedError:
+                outcomes.append("sock_connect blocked")
+        return outcomes
+
+    guard = NetworkGuard()
+    guard.install()
+    try:
+        outcomes = uvloop.run(attempts())
+    finally:
+        guard.uninstall()
+    assert outcomes == ["192.0.2.1 blocked", "example.com blocked", "127.0.0.1 refused", "sock_connect blocked"]
+    assert "create_connection" not in uvloop.Loop.__dict__
+
+
+def _inbound(body: Body | None, recorded_at: int = 0, url: str = "http://app/upload") -> Cassette:
+    from datetime import UTC, datetime
+
+    inbound = HttpRequest("POST", url, body=body)
+    return cassette(inbound=inbound, recorded_at=datetime(2026, 1, 1, 0, 0, recorded_at, tzinfo=UTC))
+
+
+def _source(*cassettes: Cassette) -> CassetteSource:
+    return CassetteSource(list(cassettes), single=False, on_exhausted=OnExhausted.ERROR)
+
+
+def test_equal_inbound_requests_use_their_cassettes_in_recorded_order_then_cycle() -> None:
+    first, second = _inbound(Body.of(b"{}"), 1), _inbound(Body.of(b"{}"), 2)
+    source = _source(second, first)
+    picked = [source.session_for(request("POST", "http://app/upload", b"{ }")).cassette for _ in range(3)]
+    assert picked == [first, second, first]
+
+
+def test_a_body_the_app_never_read_matches_any_body() -> None:
+    unread = _inbound(Body(data=b"", size=0, complete=False))
+    assert _source(unread).session_for(request("POST", "http://app/upload", b"anything")).cassette is unread
+
+
+def test_a_truncated_body_matches_by_prefix_and_size() -> None:
+    cut = _inbound(Body(data=b"abc", size=6, truncated=True))
+    source = _source(cut)
+    assert source.session_for(request("POST", "http://app/upload", b"abcdef")).cassette is cut
+    assert source.session_for(request("POST", "http://app/upload", b"abcxyz")).cassette is cut
+    assert source.session_for(request("POST", "http://app/upload", b"abXdef")).cassette is None
+    assert source.session_for(request("POST", "http://app/upload", b"abcdefg")).cassette is None

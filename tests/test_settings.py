@@ -162,3 +162,26 @@ def test_record_mode_samples_everything_unless_the_user_chose(tmp_path: Path, en
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
+
+
+def test_misspelt_variables_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+    Settings.from_env({"TIMETRACER_SAMPLERATE": "0.5", "OTEL_TIMETRACER_MODE": "off", "TIMETRACER_XYZZY": "1"})
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "timetracer: TIMETRACER_SAMPLERATE is not a timetracer setting and is ignored; "
+        "did you mean TIMETRACER_SAMPLE_RATE?",
+        "timetracer: TIMETRACER_XYZZY is not a timetracer setting and is ignored",
+    ]
+
+
+def test_zstd_without_zstandard_stops_start_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    from timetracer_otel.runtime import install, uninstall
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "zstandard" else real_find_spec(name, *a))
+    with pytest.raises(ConfigurationError, match=r"install zstandard: pip install 'timetracer-otel\[zstd\]'"):
+        install(Settings(mode=Mode.RECORD, directory=tmp_path, compression=Compression.ZSTD))
+    uninstall()

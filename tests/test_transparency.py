@@ -62,3 +62,15 @@ def test_recording_changes_nothing_the_app_or_client_sees(tmp_path: Path) -> Non
     assert streamed.response.body.data == b"".join(f"chunk-{n}\n".encode() for n in range(5))  # type: ignore[union-attr]
     upload = next(c for c in recorded if c.request.body is not None and PNG in c.request.body.data)
     assert upload.request.route == "/echo/form"
+
+
+def test_a_bare_asgi_app_under_the_otel_middleware_is_served_and_recorded(tmp_path: Path) -> None:
+    apps = ROOT / "tests" / "apps"
+    cassettes = tmp_path / "cassettes"
+    env = {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassettes)}
+    with Server("raw_asgi_app:app", cwd=apps, log=tmp_path / "raw.log", env=env, instrument=True) as server:
+        response = httpx.get(f"{server.url}/there", timeout=10)
+    assert (response.status_code, response.text) == (200, "hello /there"), server.output()
+    assert "factory" not in server.output()
+    [cassette] = [load_cassette(p) for p in iter_cassette_files(cassettes)]
+    assert cassette.response is not None and cassette.response.body.data == b"hello /there"  # type: ignore[union-attr]

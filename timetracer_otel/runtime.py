@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import threading
 from importlib.metadata import entry_points
 
@@ -16,13 +17,15 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
+from timetracer_otel.errors import ConfigurationError
 from timetracer_otel.exporters.file import FileExporter
 from timetracer_otel.integrations._base import Integration
 from timetracer_otel.integrations.registry import INBOUND, OUTBOUND
 from timetracer_otel.record.recorder import Recorder, RecorderStats
+from timetracer_otel.record.signals import flush_on_sigterm
 from timetracer_otel.replay.guard import NetworkGuard
 from timetracer_otel.replay.source import CassetteSource
-from timetracer_otel.settings import Mode, Settings
+from timetracer_otel.settings import Compression, Mode, Settings
 
 __all__ = ["Runtime", "install", "uninstall"]
 
@@ -37,6 +40,13 @@ class _Installed:
     lock = threading.Lock()
     runtime: Runtime | None = None
     integrations: dict[str, Integration] = {}
+    flushes_on_sigterm = False
+
+
+def _shut_down_recorder() -> None:
+    runtime = _Installed.runtime
+    if runtime is not None and runtime.recorder is not None:
+        runtime.recorder.shutdown()
 
 
 class Runtime:
@@ -51,23 +61,28 @@ class Runtime:
     def replaying(self) -> bool:
         return self.source is not None
 
-    def start(self, provider: TracerProvider) -> None:
+    def start(self, provider: TracerProvider | None) -> None:
+        """``provider`` is None when there are no SDK spans: cassettes then carry no span tree."""
         settings = self.settings
         if settings.mode is Mode.RECORD:
+            _check_compression(settings)
             self.recorder = Recorder(settings, FileExporter(settings.directory))
-            provider.add_span_processor(self.recorder.tracker)
+            if provider is not None:
+                provider.add_span_processor(self.recorder.tracker)
+            if not _Installed.flushes_on_sigterm:
+                _Installed.flushes_on_sigterm = flush_on_sigterm(_shut_down_recorder)
         elif settings.mode is Mode.REPLAY:
             self.source = CassetteSource.open(settings.replay_source, settings.on_exhausted)
             if settings.network_guard:
                 self.guard = NetworkGuard()
                 self.guard.install()
-        for name, module_name in {**INBOUND, **OUTBOUND}.items():
-            if not _library_present(name):
-                continue
+        for name, entry in {**INBOUND, **OUTBOUND}.items():
             try:
+                if importlib.util.find_spec(entry.library) is None:
+                    continue
                 integration = _Installed.integrations.get(name)
                 if integration is None:
-                    integration = importlib.import_module(module_name).INTEGRATION(self)
+                    integration = importlib.import_module(entry.module).INTEGRATION(self)
                     _Installed.integrations[name] = integration
                 integration.runtime = self
                 integration.install()
@@ -91,20 +106,25 @@ class Runtime:
             self.recorder.shutdown()
 
 
-_LIBRARIES = {"asgi": "opentelemetry.instrumentation.asgi", "httpx": "httpx", "requests": "requests",
-              "aiohttp": "aiohttp"}
+def _check_compression(settings: Settings) -> None:
+    if settings.compression is Compression.ZSTD and importlib.util.find_spec("zstandard") is None:
+        raise ConfigurationError(
+            "TIMETRACER_COMPRESSION", "zstd", "gzip or none, or install zstandard: pip install 'timetracer-otel[zstd]'"
+        )
 
 
-def _library_present(name: str) -> bool:
-    return importlib.util.find_spec(_LIBRARIES[name]) is not None
-
-
-def _sdk_provider(settings: Settings) -> TracerProvider | None:
+def _sdk_provider() -> TracerProvider | None:
+    """The SDK tracer provider our span tracker joins, creating one if nobody configured tracing."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        logger.warning("timetracer: OTEL_SDK_DISABLED=true, so there are no spans: cassettes are recorded and "
+                       "replayed without their span tree")
+        return None
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
         return provider
     if not isinstance(provider, trace.ProxyTracerProvider):
-        logger.warning("timetracer: the tracer provider is not the OpenTelemetry SDK's; nothing is recorded")
+        logger.warning("timetracer: the tracer provider is not the OpenTelemetry SDK's, so cassettes are "
+                       "recorded without their span tree")
         return None
     provider = TracerProvider(sampler=ALWAYS_ON)
     trace.set_tracer_provider(provider)
@@ -138,11 +158,9 @@ def install(settings: Settings | None = None, *, instrument_libraries: bool = Tr
         settings = settings if settings is not None else Settings.from_env()
         runtime = Runtime(settings)
         if settings.mode is not Mode.OFF:
-            provider = _sdk_provider(settings)
-            if provider is not None:
-                runtime.start(provider)
-                if instrument_libraries:
-                    _instrument_libraries()
+            runtime.start(_sdk_provider())
+            if instrument_libraries:
+                _instrument_libraries()
         _Installed.runtime = runtime
         return runtime
 

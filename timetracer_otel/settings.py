@@ -7,7 +7,9 @@ An invalid value raises :class:`~timetracer_otel.errors.ConfigurationError` nami
 
 from __future__ import annotations
 
+import difflib
 import enum
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from timetracer_otel.errors import ConfigurationError
 from timetracer_otel.integrations.registry import OUTBOUND, expand_plugin_names, known_plugin_names
 
 __all__ = ["Compression", "Mode", "OnExhausted", "Settings"]
+
+logger = logging.getLogger("timetracer")
 
 _T = TypeVar("_T")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -93,6 +97,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Env(os.environ if environ is None else environ)
+        env.warn_unknown()
         mocked = env.plugins("MOCK_PLUGINS")
         live = env.plugins("LIVE_PLUGINS")
         if mocked is not None and live is not None and mocked & live:
@@ -151,6 +156,15 @@ class _Env:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
+
+    def warn_unknown(self) -> None:
+        """A misspelt variable would otherwise be ignored without a word."""
+        for variable in self.environ:
+            key = variable.removeprefix("OTEL_").removeprefix("TIMETRACER_")
+            if variable.startswith(("TIMETRACER_", "OTEL_TIMETRACER_")) and key not in VARIABLES:
+                close = difflib.get_close_matches(key, VARIABLES, n=1)
+                hint = f"; did you mean TIMETRACER_{close[0]}?" if close else ""
+                logger.warning("timetracer: %s is not a timetracer setting and is ignored%s", variable, hint)
 
     def name(self, key: str) -> str:
         plain = f"TIMETRACER_{key}"

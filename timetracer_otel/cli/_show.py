@@ -85,7 +85,7 @@ def _event_rows(cassette: Cassette) -> list[list[str]]:
             i.request.url,
             outcome(i.response, i.error, detailed=True),
         ]
-        for n, i in enumerate(cassette.interactions)
+        for n, i in enumerate(cassette.interactions, start=1)
     ]
 
 

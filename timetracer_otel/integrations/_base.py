@@ -39,12 +39,10 @@ class Patch:
 
 
 class Integration(ABC):
-    """Base of every integration: subclasses set ``name`` and ``library`` and implement ``patches()``."""
+    """Base of every integration: subclasses set ``name`` and implement ``patches()``."""
 
     #: Plugin name users write in TIMETRACER_MOCK_PLUGINS / TIMETRACER_LIVE_PLUGINS.
     name: ClassVar[str]
-    #: Importable module whose presence means the library is installed.
-    library: ClassVar[str]
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime

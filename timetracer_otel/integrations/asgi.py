@@ -126,32 +126,37 @@ class _ContextBridge:
 
 class AsgiIntegration(Integration):
     name = "asgi"
-    library = "opentelemetry.instrumentation.asgi"
 
     def patches(self) -> Sequence[Patch]:
         return (Patch("opentelemetry.instrumentation.asgi", "OpenTelemetryMiddleware.__call__", self._call),)
 
-    async def _call(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        scope, receive, send = args
+    def _call(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        # Not a coroutine function itself: a call with other arguments must fail at once, as the middleware's
+        # own does (uvicorn calls the app with none to tell apps from app factories).
+        if not self.active or len(args) != 3 or kwargs:
+            return wrapped(*args, )
+        return self._serve(wrapped, instance, *args)
+
+    async def _serve(self, wrapped: Any, instance: Any, scope: Scope, receive: Receive, send: Send) -> Any:
         serving = _SERVING.get()
-        if not self.active or (serving is not None and serving[0] is scope):  # a mounted app inside a request
-            return await wrapped(*args, **kwargs)
+        if serving is not None and serving[0] is scope:  # a mounted app inside a request already served
+            return await wrapped(scope, receive, send)
         if not isinstance(instance.app, _ContextBridge):
             instance.app = _ContextBridge(instance.app, self)
         if scope["type"] == "lifespan":
-            return await wrapped(scope, receive, self._lifespan_send(send), **kwargs)
+            return await wrapped(scope, receive, self._lifespan_send(send))
         if scope["type"] != "http":
-            return await wrapped(*args, **kwargs)
+            return await wrapped(scope, receive, send)
         # asyncio can hand a keep-alive connection's next request the context of the previous one
         # (cpython#140947, uvicorn#2167): start such a request from a clean context, or its server span
         # would become a child of the previous request's spans.
         clean = otel_context.attach(otel_context.Context()) if serving is not None else None
         try:
             if self.runtime.recorder is not None:
-                return await self._record(wrapped, scope, receive, send, kwargs)
+                return await self._record(wrapped, scope, receive, send)
             if self.runtime.source is not None:
-                return await self._replay(wrapped, scope, receive, send, kwargs)
-            return await wrapped(*args, **kwargs)
+                return await self._replay(wrapped, scope, receive, send)
+            return await wrapped(scope, receive, send)
         finally:
             if clean is not None:
                 otel_context.detach(clean)
@@ -167,7 +172,7 @@ class AsgiIntegration(Integration):
 
         return lifespan_send
 
-    async def _record(self, wrapped: Any, scope: Scope, receive: Receive, send: Send, kwargs: Any) -> Any:
+    async def _record(self, wrapped: Any, scope: Scope, receive: Receive, send: Send) -> Any:
         recorder = self.runtime.recorder
         assert recorder is not None
         limit = self.settings.max_body_bytes
@@ -180,7 +185,7 @@ class AsgiIntegration(Integration):
         if recording is None:
             token = _SERVING.set((scope, None))
             try:
-                return await wrapped(scope, receive, send, **kwargs)
+                return await wrapped(scope, receive, send, )
             finally:
                 _SERVING.reset(token)
         request_body = BodyBuffer(limit, recording)
@@ -210,7 +215,7 @@ class AsgiIntegration(Integration):
 
         token = _SERVING.set((scope, recording))
         try:
-            return await wrapped(scope, tee_receive, tee_send, **kwargs)
+            return await wrapped(scope, tee_receive, tee_send, )
         except BaseException as exc:
             recording.error = exc
             raise
@@ -218,7 +223,7 @@ class AsgiIntegration(Integration):
             _SERVING.reset(token)
             recorder.finish(recording)
 
-    async def _replay(self, wrapped: Any, scope: Scope, receive: Receive, send: Send, kwargs: Any) -> Any:
+    async def _replay(self, wrapped: Any, scope: Scope, receive: Receive, send: Send) -> Any:
         source = self.runtime.source
         assert source is not None
         buffered: list[Message] = []
@@ -239,7 +244,7 @@ class AsgiIntegration(Integration):
 
         token = _SERVING.set((scope, session))
         try:
-            return await wrapped(scope, replay_receive, send, **kwargs)
+            return await wrapped(scope, replay_receive, send, )
         finally:
             _SERVING.reset(token)
 

@@ -7,19 +7,29 @@ members. Nothing in this module imports a client library, so settings can valida
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-__all__ = ["INBOUND", "OUTBOUND", "PLUGIN_GROUPS", "expand_plugin_names"]
+__all__ = ["INBOUND", "OUTBOUND", "PLUGIN_GROUPS", "IntegrationEntry", "expand_plugin_names"]
 
-#: Outbound client integrations (mockable in replay): plugin name -> module.
-OUTBOUND: dict[str, str] = {
-    "httpx": "timetracer_otel.integrations.httpx",
-    "requests": "timetracer_otel.integrations.requests",
-    "aiohttp": "timetracer_otel.integrations.aiohttp",
+
+@dataclass(frozen=True)
+class IntegrationEntry:
+    #: The integration module; it defines ``INTEGRATION``, its :class:`Integration` subclass.
+    module: str
+    #: The library it instruments: the integration is installed only when this module can be imported.
+    library: str
+
+
+#: Outbound client integrations (mockable in replay), by plugin name.
+OUTBOUND: dict[str, IntegrationEntry] = {
+    "httpx": IntegrationEntry("timetracer_otel.integrations.httpx", "httpx"),
+    "requests": IntegrationEntry("timetracer_otel.integrations.requests", "requests"),
+    "aiohttp": IntegrationEntry("timetracer_otel.integrations.aiohttp", "aiohttp"),
 }
 
 #: Inbound server integrations: they open one cassette per request and are always on when recording/replaying.
-INBOUND: dict[str, str] = {
-    "asgi": "timetracer_otel.integrations.asgi",
+INBOUND: dict[str, IntegrationEntry] = {
+    "asgi": IntegrationEntry("timetracer_otel.integrations.asgi", "opentelemetry.instrumentation.asgi"),
 }
 
 #: Group names users may write instead of listing every member.

@@ -1,7 +1,8 @@
 """Fails any socket connection to a non-loopback address while replaying: no silent fallback to the network.
 
 Live plugins (TIMETRACER_LIVE_PLUGINS) mark their calls with :func:`live_call`, and connections made inside
-such a call are let through.
+such a call are let through. Python's sockets are guarded at ``socket.connect``; uvloop connects in C, so its
+loop's ``create_connection`` and ``sock_connect`` are guarded too. DNS lookups are not blocked.
 """
 
 from __future__ import annotations
@@ -49,31 +50,73 @@ def _describe(address: Any) -> str:
     return repr(address)
 
 
+def _check(address: Any, family: int) -> None:
+    if not _LIVE.get() and not _is_loopback(address, family):
+        raise NetworkBlockedError(_describe(address))
+
+
+def _guard_connect(original: Any) -> Any:
+    def connect(sock: socket.socket, address: Any) -> Any:
+        _check(address, sock.family)
+        return original(sock, address)
+
+    return connect
+
+
+def _guard_create_connection(original: Any) -> Any:
+    async def create_connection(loop: Any, protocol_factory: Any, host: Any = None, port: Any = None,
+                                *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("sock") is None:  # a given socket is connected already, by guarded code
+            _check((host, port), socket.AF_INET)
+        return await original(loop, protocol_factory, host, port, *args, **kwargs)
+
+    return create_connection
+
+
+def _guard_sock_connect(original: Any) -> Any:
+    async def sock_connect(loop: Any, sock: socket.socket, address: Any) -> Any:
+        _check(address, sock.family)
+        return await original(loop, sock, address)
+
+    return sock_connect
+
+
+def _targets() -> list[tuple[Any, str, Any]]:
+    targets: list[tuple[Any, str, Any]] = [
+        (socket.socket, "connect", _guard_connect),
+        (socket.socket, "connect_ex", _guard_connect),
+    ]
+    try:
+        import uvloop
+    except ImportError:
+        return targets
+    return [
+        *targets,
+        (uvloop.Loop, "create_connection", _guard_create_connection),
+        (uvloop.Loop, "sock_connect", _guard_sock_connect),
+    ]
+
+
 class NetworkGuard:
-    """Wraps ``socket.socket.connect``/``connect_ex``; install() and uninstall() are symmetric."""
+    """Guards every way a replaying process could open a connection; install() and uninstall() are symmetric."""
 
     def __init__(self) -> None:
-        self._originals: dict[str, Any] = {}
+        self._originals: list[tuple[Any, str, Any]] = []
 
     def install(self) -> None:
         if self._originals:
             return
-        for name in ("connect", "connect_ex"):
-            original = getattr(socket.socket, name)
-            self._originals[name] = original
-            setattr(socket.socket, name, self._guarded(original))
+        for owner, name, guard in _targets():
+            original = owner.__dict__.get(name)
+            guarded = guard(getattr(owner, name))
+            guarded.__wrapped__ = getattr(owner, name)
+            setattr(owner, name, guarded)
+            self._originals.append((owner, name, original))
 
     def uninstall(self) -> None:
-        for name, original in self._originals.items():
-            setattr(socket.socket, name, original)
+        for owner, name, original in reversed(self._originals):
+            if original is None:
+                delattr(owner, name)  # it was inherited from a base class
+            else:
+                setattr(owner, name, original)
         self._originals.clear()
-
-    @staticmethod
-    def _guarded(original: Any) -> Any:
-        def guarded(sock: socket.socket, address: Any) -> Any:
-            if not _LIVE.get() and not _is_loopback(address, sock.family):
-                raise NetworkBlockedError(_describe(address))
-            return original(sock, address)
-
-        guarded.__wrapped__ = original  # type: ignore[attr-defined]
-        return guarded

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from timetracer_otel.cassette.model import Body, Headers, HttpRequest
 
-__all__ = ["HttpFields", "describe_http", "http_differences", "http_fields", "http_key", "inbound_key"]
+__all__ = ["HttpFields", "describe_http", "http_differences", "http_fields", "http_key"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _BOUNDARY = re.compile(r"boundary=\"?([^\";]+)\"?", re.IGNORECASE)
@@ -72,12 +72,6 @@ def http_fields(request: HttpRequest) -> HttpFields:
 
 def http_key(request: HttpRequest) -> Hashable:
     return http_fields(request)
-
-
-def inbound_key(request: HttpRequest) -> Hashable:
-    """Inbound requests match on method, path, query and body: the replaying server may run on another host."""
-    fields = http_fields(request)
-    return (fields.method, fields.path, fields.query, fields.body)
 
 
 def http_differences(live: HttpFields, recorded: HttpFields) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import Hashable
 from pathlib import Path
 
@@ -12,13 +11,39 @@ from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
 from timetracer_otel.cassette.model import Cassette, HttpRequest
 from timetracer_otel.errors import CassetteNotFoundError
 from timetracer_otel.replay.index import request_keys
-from timetracer_otel.replay.matching import describe_http, http_differences, http_fields, inbound_key
+from timetracer_otel.replay.matching import describe_http, http_differences, http_fields
 from timetracer_otel.replay.session import ReplaySession
 from timetracer_otel.settings import OnExhausted
 
 __all__ = ["CassetteSource"]
 
 logger = logging.getLogger("timetracer.replay")
+
+
+def _endpoint(request: HttpRequest) -> Hashable:
+    fields = http_fields(request)
+    return (fields.method, fields.path, fields.query)
+
+
+class _Recorded:
+    """A directory cassette's inbound request, ready to be compared with live ones."""
+
+    __slots__ = ("body", "body_key", "cassette", "uses")
+
+    def __init__(self, cassette: Cassette) -> None:
+        self.cassette = cassette
+        self.body = cassette.request.body
+        self.body_key = http_fields(cassette.request).body
+        self.uses = 0
+
+    def matches(self, live: HttpRequest, live_key: Hashable) -> bool:
+        body = self.body
+        if body is None or (body.complete and not body.truncated):
+            return self.body_key == live_key
+        # Only part of the body was stored: what the app read before it stopped (it cannot have depended
+        # on the rest), or what fit under TIMETRACER_MAX_BODY_BYTES.
+        data = live.body.data if live.body is not None else b""
+        return data.startswith(body.data) and (not body.truncated or len(data) == body.size)
 
 
 class CassetteSource:
@@ -36,10 +61,9 @@ class CassetteSource:
         self._single = single
         self._on_exhausted = on_exhausted
         self._lock = threading.Lock()
-        self._by_key: dict[Hashable, list[Cassette]] = {}
+        self._by_endpoint: dict[Hashable, list[_Recorded]] = {}
         for cassette in sorted(cassettes, key=lambda c: c.metadata.recorded_at):
-            self._by_key.setdefault(inbound_key(cassette.request), []).append(cassette)
-        self._queues = {key: deque(group) for key, group in self._by_key.items()}
+            self._by_endpoint.setdefault(_endpoint(cassette.request), []).append(_Recorded(cassette))
 
     @classmethod
     def open(cls, path: str | Path, on_exhausted: OnExhausted = OnExhausted.ERROR) -> CassetteSource:
@@ -55,13 +79,13 @@ class CassetteSource:
     def session_for(self, request: HttpRequest) -> ReplaySession:
         if self._single:
             return self._session(self.cassettes[0])
-        key = inbound_key(request)
+        live_key = http_fields(request).body
         with self._lock:
-            queue = self._queues.get(key)
-            if queue is not None:
-                if not queue:
-                    queue.extend(self._by_key[key])
-                return self._session(queue.popleft())
+            candidates = [r for r in self._by_endpoint.get(_endpoint(request), ()) if r.matches(request, live_key)]
+            if candidates:
+                chosen = min(candidates, key=lambda r: r.uses)  # the first least-used, in recorded order
+                chosen.uses += 1
+                return self._session(chosen.cassette)
         return ReplaySession(None, self._on_exhausted, missing_reason=self._explain_missing(request))
 
     def _session(self, cassette: Cassette) -> ReplaySession:
