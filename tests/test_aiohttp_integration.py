@@ -356,3 +356,53 @@ def test_uninstall_removes_the_patch(tmp_path: Path) -> None:
     finally:
         uninstall()
     assert not patched()
+
+
+async def test_a_body_read_only_partly_replays_that_far_and_no_further(origin: Upstream, tmp_path: Path) -> None:
+    from timetracer_otel import IncompleteBodyError
+
+    url = f"{origin}/stream"
+
+    async def first_chunk() -> bytes:
+        """Read what has arrived of a streamed body, then release the response without reading on."""
+        async with aiohttp.ClientSession() as session:
+            response = await session.get(url)
+            chunk = await response.content.readany()
+            response.release()
+            return chunk
+
+    with recording(tmp_path) as recorded:
+        first = await first_chunk()
+    origin.stop()
+    assert first and STREAMED.startswith(first) and len(first) < len(STREAMED)
+    assert recorded.cassette is not None and recorded.path is not None
+    (interaction,) = recorded.cassette.interactions
+    body = interaction.response.body  # type: ignore[union-attr]
+    assert body is not None and body.data == first and not body.complete and not body.truncated
+
+    with replaying(recorded.path):
+        assert await first_chunk() == first
+    with replaying(recorded.path):
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            assert await response.content.readexactly(len(first)) == first
+    with replaying(recorded.path):
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            assert await response.content.readline() == first.split(b"\n")[0] + b"\n"
+
+    with replaying(recorded.path):
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            with pytest.raises(IncompleteBodyError) as caught:
+                await response.read()
+    assert caught.value.recorded_bytes == len(first) and caught.value.call == f"GET {url}"
+    seen: list[bytes] = []
+    with replaying(recorded.path):
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            with pytest.raises(IncompleteBodyError):
+                async for chunk in response.content.iter_any():
+                    seen.append(chunk)
+    assert seen == [first], "the recorded bytes arrive before the error"
+    with replaying(recorded.path):
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            assert await response.content.read(len(first)) == first
+            with pytest.raises(IncompleteBodyError):
+                await response.content.read(1)

@@ -275,3 +275,60 @@ async def test_redirects_are_followed_and_each_hop_recorded(tmp_path: Path, use_
     with replaying(recorded.path):
         replayed = await call(upstream)
     assert replayed.json() == live.json() and len(replayed.history) == 1
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_a_body_read_only_partly_replays_that_far_and_no_further(tmp_path: Path, use_async: bool) -> None:
+    from timetracer_otel import IncompleteBodyError
+
+    async def first_chunk(url: str) -> bytes:
+        """Read the first chunk of a streamed body, then close the response without reading on."""
+        if use_async:
+            async with httpx.AsyncClient() as client, client.stream("GET", url) as response:
+                async for chunk in response.aiter_bytes():
+                    return chunk
+        else:
+            with httpx.Client() as client, client.stream("GET", url) as response:
+                for chunk in response.iter_bytes():
+                    return chunk
+        raise AssertionError("no chunk")
+
+    async def everything(url: str) -> bytes:
+        if use_async:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(url)).content
+        with httpx.Client() as client:
+            return client.get(url).content
+
+    async def to_the_end(url: str, seen: list[bytes]) -> None:
+        if use_async:
+            async with httpx.AsyncClient() as client, client.stream("GET", url) as response:
+                async for chunk in response.aiter_bytes():
+                    seen.append(chunk)
+        else:
+            with httpx.Client() as client, client.stream("GET", url) as response:
+                for chunk in response.iter_bytes():
+                    seen.append(chunk)
+
+    with running_upstream() as upstream:
+        url = upstream.url("/stream")
+        with recording(tmp_path) as recorded:
+            first = await first_chunk(url)
+        upstream.stop()
+    assert first and b"".join(STREAM_CHUNKS).startswith(first) and len(first) < len(b"".join(STREAM_CHUNKS))
+    assert recorded.cassette is not None and recorded.path is not None
+    (interaction,) = recorded.cassette.interactions
+    body = interaction.response.body  # type: ignore[union-attr]
+    assert body is not None and body.data == first and not body.complete and not body.truncated
+
+    with replaying(recorded.path):
+        assert await first_chunk(url) == first
+    with replaying(recorded.path), pytest.raises(IncompleteBodyError) as caught:
+        await everything(url)
+    assert caught.value.recorded_bytes == len(first)
+    assert caught.value.call == f"GET {url}"
+    assert f"holds only the first {len(first)} bytes" in str(caught.value)
+    seen: list[bytes] = []
+    with replaying(recorded.path), pytest.raises(IncompleteBodyError):
+        await to_the_end(url, seen)
+    assert seen == [first], "the recorded bytes arrive before the error"

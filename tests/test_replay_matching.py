@@ -3,6 +3,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from tests.factories import cassette, interaction, json_response, request
 from timetracer_otel.cassette.model import Body, Cassette, HttpRequest
@@ -127,7 +128,9 @@ def test_live_plugin_calls_pass_the_guard() -> None:
             guarded(sock, ("192.0.2.1", 80))
         with live_call():
             guarded(sock, ("192.0.2.1", 80))
-    assert reached == [("192.0.2.1", 80)]
+        with suppress_instrumentation():  # how exporters send telemetry
+            guarded(sock, ("192.0.2.2", 4317))
+    assert reached == [("192.0.2.1", 80), ("192.0.2.2", 4317)]
 
 
 def test_uvloop_connections_are_guarded_too() -> None:

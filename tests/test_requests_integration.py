@@ -309,3 +309,94 @@ def test_uninstall_removes_the_patch(tmp_path: Path) -> None:
 
 def _path(interaction: Interaction) -> str:
     return urlsplit(interaction.request.url).path
+
+
+def test_a_body_read_only_partly_replays_that_far_and_no_further(origin: Upstream, tmp_path: Path) -> None:
+    from timetracer_otel import IncompleteBodyError
+
+    url = f"{origin}/stream"
+
+    def first_chunk() -> bytes:
+        """Read the first chunk of a streamed body, then close the response without reading on."""
+        with requests.get(url, stream=True) as response:
+            for chunk in response.iter_content(chunk_size=1024):
+                return chunk
+        raise AssertionError("no chunk")
+
+    def first_line() -> bytes:
+        with requests.get(url, stream=True) as response:
+            for line in response.iter_lines():
+                return line
+        raise AssertionError("no line")
+
+    with recording(tmp_path) as recorded:
+        first = first_chunk()
+    origin.stop()
+    streamed = b"".join(STREAM_CHUNKS)
+    assert first and streamed.startswith(first) and len(first) < len(streamed)
+    assert recorded.cassette is not None and recorded.path is not None
+    (interaction,) = recorded.cassette.interactions
+    body = interaction.response.body  # type: ignore[union-attr]
+    assert body is not None and body.data == first and not body.complete and not body.truncated
+
+    with replaying(recorded.path):
+        assert first_chunk() == first
+    with replaying(recorded.path):
+        assert first_line() == first.split(b"\n")[0]
+    with replaying(recorded.path), requests.get(url, stream=True) as response:
+        assert response.raw.read(len(first)) == first
+
+    # Reading further fails with timetracer's own error, not wrapped in a requests exception.
+    with replaying(recorded.path), pytest.raises(IncompleteBodyError) as caught:
+        requests.get(url)
+    assert type(caught.value) is IncompleteBodyError
+    assert caught.value.recorded_bytes == len(first) and caught.value.call == f"GET {url}"
+    seen: list[bytes] = []
+    with replaying(recorded.path), pytest.raises(IncompleteBodyError), requests.get(url, stream=True) as response:
+        seen.extend(response.iter_content(chunk_size=1024))
+    assert seen == [first], "the recorded bytes arrive before the error"
+    with replaying(recorded.path), requests.get(url, stream=True) as response:
+        assert response.raw.read(len(first)) == first
+        with pytest.raises(IncompleteBodyError):
+            response.raw.read(1)
+    with replaying(recorded.path), requests.get(url, stream=True) as response, pytest.raises(IncompleteBodyError):
+        response.raw.read()
+
+
+def test_a_compressed_body_read_only_partly_replays_in_the_same_pieces(origin: Upstream, tmp_path: Path) -> None:
+    from timetracer_otel import IncompleteBodyError
+
+    url = f"{origin}/gzip"
+    with recording(tmp_path) as recorded, requests.get(url, stream=True) as response:
+        pieces = response.iter_content(chunk_size=20)
+        read = [next(pieces), next(pieces)]
+    origin.stop()
+    document = json.dumps(GZIP_DOCUMENT).encode()
+    assert read == [document[:20], document[20:40]]
+    assert recorded.cassette is not None and recorded.path is not None
+    body = recorded.cassette.interactions[0].response.body  # type: ignore[union-attr]
+    assert body is not None and body.data == document[:40] and not body.complete
+
+    with replaying(recorded.path), requests.get(url, stream=True) as response:
+        pieces = response.iter_content(chunk_size=20)
+        assert [next(pieces), next(pieces)] == read  # decoded from the re-encoded bytes, in the same pieces
+        with pytest.raises(IncompleteBodyError):
+            next(pieces)
+    with replaying(recorded.path), pytest.raises(IncompleteBodyError, match="only the first 40 bytes"):
+        requests.get(url).json()
+
+
+def test_reading_exactly_the_content_length_is_a_complete_body(tmp_path: Path) -> None:
+    with running_upstream() as upstream, recording(tmp_path) as recorded:
+        response = requests.get(upstream.url("/binary"), stream=True, timeout=5)
+        length = int(response.headers["content-length"])
+        live = response.raw.read(length)
+        response.close()
+    assert recorded.cassette is not None
+    body = recorded.cassette.interactions[0].response.body  # type: ignore[union-attr]
+    assert body is not None and body.complete and body.data == live == BINARY
+    assert recorded.path is not None
+    with replaying(recorded.path):
+        replayed = requests.get(upstream.url("/binary"), stream=True, timeout=5)
+        assert replayed.raw.read(length) == live
+        assert replayed.raw.read() == b"", "nothing more, and no error: the whole body was recorded"

@@ -10,6 +10,7 @@
     └── ReplayError                 replay cannot answer a call faithfully
         ├── ReplayMismatchError     no recorded interaction matches the call (with the nearest candidates)
         ├── TruncatedBodyError      the recorded body was cut at the size cap, so it cannot be replayed
+        ├── IncompleteBodyError     the app reads a body further than it was read when recorded
         └── NetworkBlockedError     a live connection was attempted while replaying
 
 Each carries the facts it names as attributes, so tools can act on them without parsing messages.
@@ -25,6 +26,7 @@ __all__ = [
     "CassetteFormatError",
     "CassetteNotFoundError",
     "ConfigurationError",
+    "IncompleteBodyError",
     "NetworkBlockedError",
     "ReplayError",
     "ReplayMismatchError",
@@ -101,6 +103,22 @@ class TruncatedBodyError(ReplayError):
         super().__init__(
             f"{call}: the recorded body had {recorded_size} bytes but only {stored_size} were stored; "
             "raise TIMETRACER_MAX_BODY_BYTES and record again"
+        )
+
+
+class IncompleteBodyError(ReplayError):
+    """The app reads a recorded response body further than it read it while recording.
+
+    Recording keeps the bytes the app read; an app that stopped reading a streamed body before its end leaves
+    only those. Replay hands them out, then raises this rather than end the body early.
+    """
+
+    def __init__(self, call: str, recorded_bytes: int) -> None:
+        self.call = call
+        self.recorded_bytes = recorded_bytes
+        super().__init__(
+            f"{call}: the recording holds only the first {recorded_bytes} bytes of this body, because the app "
+            "stopped reading there when it was recorded; read no further, or record again reading the whole body"
         )
 
 

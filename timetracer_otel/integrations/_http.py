@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import builtins
 import importlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from timetracer_otel.cassette.content_coding import encode_content
 from timetracer_otel.cassette.model import Headers, HttpRequest, Interaction, RecordedError
-from timetracer_otel.errors import ReplayError, TruncatedBodyError
+from timetracer_otel.errors import IncompleteBodyError, ReplayError, TruncatedBodyError
 from timetracer_otel.replay.matching import describe_http
 
-__all__ = ["header_value", "recorded_body", "recorded_exception"]
+__all__ = ["RecordedBody", "header_value", "recorded_body", "recorded_exception"]
 
 
 def header_value(headers: Headers, name: str) -> str | None:
@@ -38,6 +38,37 @@ def recorded_body(interaction: Interaction) -> bytes:
         return encode_content(body.data, coding)
     except ValueError as exc:
         raise ReplayError(f"{describe_http(interaction.request)}: {exc}") from None
+
+
+class RecordedBody:
+    """A recorded response body as replay serves it: its wire bytes (see :func:`recorded_body`), then its end.
+
+    A body the app stopped reading before its end while recording (``Body.complete`` false) holds only the
+    bytes the app read. Replay hands those out as usual, but where the body ends the client must call
+    :meth:`end`, which raises :class:`IncompleteBodyError` for such a body: ending it there would hand the app a
+    shorter body than the server sent.
+    """
+
+    __slots__ = ("_call", "_recorded_bytes", "complete", "data")
+
+    def __init__(self, interaction: Interaction) -> None:
+        response = interaction.response
+        assert response is not None
+        self.data = recorded_body(interaction)
+        self.complete = response.body is None or response.body.complete
+        self._recorded_bytes = 0 if response.body is None else len(response.body.data)
+        self._call = describe_http(interaction.request)
+
+    def end(self) -> None:
+        """The client wants bytes after ``data``: returns for a complete body, raises for one that is not."""
+        if not self.complete:
+            raise IncompleteBodyError(self._call, self._recorded_bytes)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """``data`` as one chunk (a replayed stream arrives all at once), then :meth:`end`."""
+        if self.data:
+            yield self.data
+        self.end()
 
 
 def recorded_exception(

@@ -32,7 +32,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from timetracer_otel.cassette.content_coding import decode_content
 from timetracer_otel.cassette.model import Body, Headers, HttpRequest, HttpResponse, Interaction
 from timetracer_otel.integrations._base import Integration, Patch
-from timetracer_otel.integrations._http import header_value, recorded_body, recorded_exception
+from timetracer_otel.integrations._http import RecordedBody, header_value, recorded_exception
 from timetracer_otel.record.recording import BodyBuffer, PendingCall, RequestRecording, body_of, current_recording
 from timetracer_otel.replay.guard import live_call
 from timetracer_otel.replay.session import replay_call
@@ -207,6 +207,34 @@ class _Delivered:
         pass
 
 
+class _RecordedContent(StreamReader):
+    """A replayed response's ``StreamReader``, holding the recorded body.
+
+    A complete body is fed with its end, so this waits for nothing. A body the app did not read to the end
+    while recording gets no end: a read that needs more than is left (or ``wait_eof``) would wait for more data,
+    and there :meth:`RecordedBody.end` raises ``IncompleteBodyError`` instead. (``set_exception`` would not do:
+    it fails reads at once, even those the bytes still buffered would answer.)
+    """
+
+    __slots__ = ("_recorded",)
+
+    def __init__(self, body: RecordedBody, data: bytes, request: ClientRequest) -> None:
+        super().__init__(_Delivered(), 2**16, timer=request._timer, loop=request.loop)  # type: ignore[arg-type]
+        self._recorded = body
+        if data:
+            self.feed_data(data)
+        if body.complete:
+            self.feed_eof()
+
+    async def _wait(self, func_name: str) -> None:
+        self._recorded.end()
+        self.feed_eof()
+
+    async def wait_eof(self) -> None:
+        if not self._eof:
+            await self._wait("wait_eof")
+
+
 class _Sent:
     """The stream writer of a replayed request, which aiohttp only asks how much was sent."""
 
@@ -243,7 +271,6 @@ def _upgrade(request: ClientRequest) -> bool:
 
 class AiohttpIntegration(Integration):
     name = "aiohttp"
-    library = "aiohttp"
 
     def patches(self) -> Sequence[Patch]:
         if "middlewares" not in inspect.signature(ClientSession._request).parameters:
@@ -352,7 +379,8 @@ class AiohttpIntegration(Integration):
     def _response(interaction: Interaction, request: ClientRequest, auto_decompress: bool, sent: int) -> ClientResponse:
         recorded = interaction.response
         assert recorded is not None
-        data = recorded_body(interaction)
+        body = RecordedBody(interaction)
+        data = body.data
         coding = header_value(recorded.headers, "content-encoding")
         if _decompressed(coding, auto_decompress):
             assert coding is not None
@@ -372,10 +400,7 @@ class AiohttpIntegration(Integration):
             **extra,
         )
         # What ClientResponse.start() sets from the parsed status line, headers and payload.
-        content = StreamReader(_Delivered(), 2**16, timer=request._timer, loop=request.loop)  # type: ignore[arg-type]
-        if data:
-            content.feed_data(data)
-        content.feed_eof()
+        content = _RecordedContent(body, data, request)
         response._closed = False
         response.version = _version(recorded.http_version)
         response.status = recorded.status

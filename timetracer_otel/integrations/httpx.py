@@ -14,7 +14,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from timetracer_otel.cassette.model import HttpRequest, HttpResponse, Interaction
 from timetracer_otel.integrations._base import Integration, Patch
-from timetracer_otel.integrations._http import recorded_body, recorded_exception
+from timetracer_otel.integrations._http import RecordedBody, recorded_exception
 from timetracer_otel.record.recording import BodyBuffer, PendingCall, RequestRecording, body_of, current_recording
 from timetracer_otel.replay.guard import live_call
 from timetracer_otel.replay.session import replay_call
@@ -48,13 +48,26 @@ class _TeeStream(httpx.SyncByteStream, httpx.AsyncByteStream):
         await self._inner.aclose()
 
 
+class _RecordedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A replayed response's stream: the recorded body, ending as :class:`RecordedBody` ends it."""
+
+    def __init__(self, body: RecordedBody) -> None:
+        self._body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._body:
+            yield chunk
+
+
 def _text(value: object) -> str | None:
     return value.decode("ascii", "replace") if isinstance(value, bytes) and value else None
 
 
 class HttpxIntegration(Integration):
     name = "httpx"
-    library = "httpx"
 
     def patches(self) -> Sequence[Patch]:
         return (
@@ -174,7 +187,7 @@ class HttpxIntegration(Integration):
         return httpx.Response(
             status_code=recorded.status,
             headers=list(recorded.headers),
-            stream=httpx.ByteStream(recorded_body(interaction)),
+            stream=_RecordedStream(RecordedBody(interaction)),
             extensions=extensions,
             request=request,
         )

@@ -12,8 +12,9 @@ recorded bytes, so streaming, decoding, ``.raw`` and cookies behave as they did;
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from email.message import Message
 from http.client import HTTPMessage
 from typing import Any
@@ -28,7 +29,7 @@ from urllib3 import HTTPHeaderDict
 
 from timetracer_otel.cassette.model import Body, Headers, HttpRequest, HttpResponse, Interaction
 from timetracer_otel.integrations._base import Integration, Patch
-from timetracer_otel.integrations._http import recorded_body, recorded_exception
+from timetracer_otel.integrations._http import RecordedBody, recorded_exception
 from timetracer_otel.record.recording import BodyBuffer, PendingCall, RequestRecording, body_of, current_recording
 from timetracer_otel.replay.guard import live_call
 from timetracer_otel.replay.session import replay_call
@@ -161,7 +162,11 @@ class _TeeResponse(wrapt.ObjectProxy[Any]):
 
     def body(self) -> Body:
         """The recorded body (called on the writer thread)."""
-        coding = self._self_coding or _stored_coding(self.__wrapped__, decoded=True)
+        raw = self.__wrapped__
+        if getattr(raw, "length_remaining", None) == 0 and not raw.headers.get("content-encoding"):
+            # The app read exactly Content-Length bytes (``raw.read(n)``): nothing was left to read.
+            self._self_buffer.close()
+        coding = self._self_coding or _stored_coding(raw, decoded=True)
         return self._self_buffer.to_body(content_coding=coding)
 
     def read(self, amt: int | None = None, decode_content: bool | None = None, cache_content: bool = False) -> Any:
@@ -209,10 +214,90 @@ class _TeeResponse(wrapt.ObjectProxy[Any]):
         return data
 
 
+class _RecordedFile(io.RawIOBase):
+    """The file urllib3 reads a replayed body from: the recorded bytes, then the end :class:`RecordedBody` gives.
+
+    A read past the bytes of a body the app did not read to the end raises ``IncompleteBodyError``, which
+    urllib3 and requests pass on as it is (they wrap only ``OSError``, ``http.client`` and their own errors).
+    """
+
+    def __init__(self, body: RecordedBody) -> None:
+        super().__init__()
+        self._body = body
+        self._offset = 0
+        self._stop_early = False
+
+    @contextlib.contextmanager
+    def stopping_early(self) -> Iterator[None]:
+        """Within this, a read past the recorded bytes finds an end instead of an error, and urllib3's closing
+        the file at that end is ignored: a urllib3 ``read(amt)`` then returns what it has gathered."""
+        self._stop_early = True
+        try:
+            yield
+        finally:
+            self._stop_early = False
+
+    def end(self) -> None:
+        self._body.end()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        count = min(len(view), len(self._body.data) - self._offset)
+        if count == 0 and len(view) and not self._stop_early:
+            self._body.end()
+        view[:count] = self._body.data[self._offset : self._offset + count]
+        self._offset += count
+        return count
+
+    def readall(self) -> bytes:
+        rest = self._body.data[self._offset :]
+        if not self._stop_early:
+            self._body.end()
+        self._offset += len(rest)
+        return rest
+
+    def read1(self, size: int = -1) -> bytes:
+        """What is left, up to ``size``, without asking for more unless nothing is left (as on a socket)."""
+        left = len(self._body.data) - self._offset
+        return self.read(max(left, 1) if size < 0 else size)
+
+    def close(self) -> None:
+        if not self._stop_early:
+            super().close()
+
+
+class _PartlyRecordedResponse(urllib3.HTTPResponse):
+    """The replayed response of a body the app did not read to the end while recording.
+
+    urllib3's ``stream()`` fills each ``amt`` before it yields, which live takes what arrives up to the end of
+    an HTTP chunk: an app that stopped after the first chunk of a stream would get an error replaying it. Here
+    each step stops early at the end of the recorded bytes and yields what it gathered, as a live stream yields
+    what has arrived; only a step that finds nothing left raises ``IncompleteBodyError``.
+    """
+
+    def __init__(self, body: _RecordedFile, **kwargs: Any) -> None:
+        super().__init__(body=body, **kwargs)
+        self._recorded_file = body
+
+    def stream(self, amt: int | None = 2**16, decode_content: bool | None = None) -> Generator[bytes, None, None]:
+        if amt == 0:
+            return
+        while True:
+            with self._recorded_file.stopping_early():
+                data = self.read(amt, decode_content=decode_content)
+            if not data:
+                self._recorded_file.end()
+                return
+            yield data
+
+
 class _RecordedOrigin:
     """Stands in for the ``http.client.HTTPResponse`` urllib3 keeps: requests reads cookies from its headers."""
 
-    def __init__(self, headers: Headers, body: io.BytesIO) -> None:
+    def __init__(self, headers: Headers, body: io.RawIOBase) -> None:
         self.msg: Message = HTTPMessage()
         for name, value in headers:
             self.msg[name] = value
@@ -227,7 +312,6 @@ class _RecordedOrigin:
 
 class RequestsIntegration(Integration):
     name = "requests"
-    library = "requests"
 
     def patches(self) -> Sequence[Patch]:
         return (Patch("requests.adapters", "HTTPAdapter.send", self._send),)
@@ -319,9 +403,11 @@ class RequestsIntegration(Integration):
         headers = HTTPHeaderDict()
         for name, value in recorded.headers:
             headers.add(name, value)
-        body = io.BytesIO(recorded_body(interaction))
+        recorded_body = RecordedBody(interaction)
+        body = _RecordedFile(recorded_body)
         version = recorded.http_version or "HTTP/1.1"
-        raw = urllib3.HTTPResponse(
+        response_class = urllib3.HTTPResponse if recorded_body.complete else _PartlyRecordedResponse
+        raw = response_class(
             body=body,
             headers=headers,
             status=recorded.status,

@@ -1,8 +1,9 @@
 """Fails any socket connection to a non-loopback address while replaying: no silent fallback to the network.
 
 Live plugins (TIMETRACER_LIVE_PLUGINS) mark their calls with :func:`live_call`, and connections made inside
-such a call are let through. Python's sockets are guarded at ``socket.connect``; uvloop connects in C, so its
-loop's ``create_connection`` and ``sock_connect`` are guarded too. DNS lookups are not blocked.
+such a call are let through, and so is telemetry (exporters run with instrumentation suppressed). Python's
+sockets are guarded at ``socket.connect``; uvloop connects in C, so its loop's ``create_connection`` and
+``sock_connect`` are guarded too. DNS lookups are not blocked.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import ipaddress
 import socket
 from collections.abc import Iterator
 from typing import Any
+
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from timetracer_otel.errors import NetworkBlockedError
 
@@ -51,8 +54,10 @@ def _describe(address: Any) -> str:
 
 
 def _check(address: Any, family: int) -> None:
-    if not _LIVE.get() and not _is_loopback(address, family):
-        raise NetworkBlockedError(_describe(address))
+    # Exporters run with instrumentation suppressed: their telemetry is not the app's traffic.
+    if _LIVE.get() or not is_instrumentation_enabled() or _is_loopback(address, family):
+        return
+    raise NetworkBlockedError(_describe(address))
 
 
 def _guard_connect(original: Any) -> Any:
