@@ -134,7 +134,7 @@ class AsgiIntegration(Integration):
         # Not a coroutine function itself: a call with other arguments must fail at once, as the middleware's
         # own does (uvicorn calls the app with none to tell apps from app factories).
         if not self.active or len(args) != 3 or kwargs:
-            return wrapped(*args, )
+            return wrapped(*args, **kwargs)
         return self._serve(wrapped, instance, *args)
 
     async def _serve(self, wrapped: Any, instance: Any, scope: Scope, receive: Receive, send: Send) -> Any:
@@ -185,14 +185,14 @@ class AsgiIntegration(Integration):
         if recording is None:
             token = _SERVING.set((scope, None))
             try:
-                return await wrapped(scope, receive, send, )
+                return await wrapped(scope, receive, send)
             finally:
                 _SERVING.reset(token)
         request_body = BodyBuffer(limit, recording)
         if not _has_body(scope):
             request_body.close()  # nothing to read: the app may rightly never call receive()
         captured = _ResponseCapture(limit, recording)
-        recording.response = lambda: captured.response(scope)  # type: ignore[assignment]
+        recording.response = lambda: captured.response(scope)
 
         async def tee_receive() -> Message:
             message = await receive()
@@ -215,7 +215,7 @@ class AsgiIntegration(Integration):
 
         token = _SERVING.set((scope, recording))
         try:
-            return await wrapped(scope, tee_receive, tee_send, )
+            return await wrapped(scope, tee_receive, tee_send)
         except BaseException as exc:
             recording.error = exc
             raise
@@ -244,7 +244,7 @@ class AsgiIntegration(Integration):
 
         token = _SERVING.set((scope, session))
         try:
-            return await wrapped(scope, replay_receive, send, )
+            return await wrapped(scope, replay_receive, send)
         finally:
             _SERVING.reset(token)
 

@@ -224,9 +224,9 @@ class Recorder:
                 self._write(recording)
             if now >= next_scan:
                 next_scan = now + _SCAN_INTERVAL
-                self._expire(now)
+                self._expire()
 
-    def _expire(self, now: float) -> None:
+    def _expire(self) -> None:
         limit = self.settings.request_timeout
         wall = time.time()
         for recording in list(self._pending.values()):

@@ -147,7 +147,8 @@ class RequestRecording:
         self._budget = budget
         self.buffered = 0
         self.route: str | None = None
-        self.response: Callable[[], HttpResponse] | None = None
+        #: Builds the inbound response; it returns None when the app never started one.
+        self.response: Callable[[], HttpResponse | None] | None = None
         self.error: BaseException | None = None
         self.calls: list[PendingCall] = []
         self.spans: list[SpanTuple] = []
