@@ -240,3 +240,17 @@ def test_byte_budget_is_released_and_late_chunks_are_not_kept() -> None:
     buffer.feed(b"more")  # a stream still running after its request was written (hard timeout)
     assert budget.used == 0
     assert buffer.to_body().size == 6
+
+
+async def test_buffered_bytes_bound_drops_requests_until_earlier_ones_are_written(
+    start: Any, client_for: Any, upstream: str, tmp_path: Path
+) -> None:
+    runtime = start(max_buffered_bytes=100, quiet_period=0.3)
+    client = client_for(make_app(upstream))
+    assert (await client.get("/big")).json() == {"size": 1024}  # holds > 100 bytes until written
+    assert (await client.get("/items/1")).status_code == 200, "a dropped request is still served"
+    assert recorder_stats().dropped_capacity == 1  # type: ignore[union-attr]
+    assert runtime.recorder.flush(10)
+    assert runtime.recorder.budget.used == 0, "written requests release their bytes"
+    assert (await client.get("/items/2")).status_code == 200
+    assert [c.request.route for c in written(runtime, tmp_path)] == ["/big", "/items/{item_id}"]
