@@ -121,3 +121,12 @@ def test_corrupt_truncated_or_tampered_cassettes_are_named_errors(tmp_path: Path
         load_cassette(path)
     assert message in str(caught.value)
     assert str(path) in str(caught.value)
+
+
+def test_encoding_is_indented_json_and_big_integers_survive() -> None:
+    big = b'{"id":123456789012345678901234567890}'
+    original = cassette(interaction(request(), HttpResponse(200, body=Body.of(big))))
+    data = dump_cassette(original, Compression.NONE)
+    assert data.startswith(b'{\n  "schema": 1,\n') and data.endswith(b"}\n")
+    assert json.loads(data) == cassette_to_json(original)
+    assert cassette_from_json(json.loads(data)).interactions[0].response.body.data == big  # type: ignore[union-attr]
