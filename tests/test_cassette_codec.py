@@ -130,3 +130,10 @@ def test_encoding_is_indented_json_and_big_integers_survive() -> None:
     assert data.startswith(b'{\n  "schema": 1,\n') and data.endswith(b"}\n")
     assert json.loads(data) == cassette_to_json(original)
     assert cassette_from_json(json.loads(data)).interactions[0].response.body.data == big  # type: ignore[union-attr]
+
+
+def test_cassettes_are_private_to_their_owner_and_leave_no_temp_files(tmp_path: Path) -> None:
+    exporter = FileExporter(tmp_path)
+    written = Path(exporter.store("2026-01-01/a.json", b"{}"))
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in written.parent.iterdir()] == ["a.json"]

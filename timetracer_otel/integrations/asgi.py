@@ -70,13 +70,13 @@ def _route(scope: Scope) -> str | None:
     return f"{scope.get('root_path', '')}{path}" if isinstance(path, str) else None
 
 
-def inbound_request(scope: Scope, body: Body | None, span_route: str | None = None) -> HttpRequest:
+def inbound_request(scope: Scope, body: Body | None) -> HttpRequest:
     return HttpRequest(
         method=scope.get("method", "GET"),
         url=_url(scope),
         headers=_headers(scope.get("headers")),
         body=body,
-        route=_route(scope) or span_route,
+        route=_route(scope),
     )
 
 
@@ -177,11 +177,7 @@ class AsgiIntegration(Integration):
         assert recorder is not None
         limit = self.settings.max_body_bytes
 
-        def request() -> HttpRequest:
-            # Built on the writer thread, after the app is done: the route is known by then.
-            return inbound_request(scope, request_body.to_body(), recording.route if recording else None)
-
-        recording = recorder.admit(scope.get("path", "/"), request)
+        recording = recorder.admit(scope.get("path", "/"), lambda: inbound_request(scope, request_body.to_body()))
         if recording is None:
             token = _SERVING.set((scope, None))
             try:

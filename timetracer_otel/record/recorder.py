@@ -1,26 +1,27 @@
 """Admits requests for recording, waits for them to settle, and writes their cassettes off the request path.
 
-Request path: :meth:`Recorder.admit` (a few comparisons) and :meth:`Recorder.finish` (one queue put).
+Request path: :meth:`Recorder.admit` (a few comparisons) and :meth:`Recorder.finish` (one deque append).
 Writer thread: settling (quiet period, hard timeout), assembling the :class:`Cassette`, encoding, compressing,
 and handing the bytes to the exporter. Nothing here ever raises into the app: failures are logged and counted.
+
+The writer works in batches on a fixed tick rather than being woken per request: every wake-up is a GIL
+hand-off that the app's threads pay for, so its cost must not grow with the request rate.
 """
 
 from __future__ import annotations
 
 import atexit
 import fnmatch
-import heapq
-import itertools
 import logging
 import os
-import queue
 import random
 import re
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from timetracer_otel._version import __version__
@@ -40,15 +41,11 @@ from timetracer_otel.settings import Settings
 
 __all__ = ["Recorder", "RecorderStats"]
 
-class _Tick:
-    """Wakes the writer when no message arrived before the next deadline."""
-
-
-_TICK = _Tick()
-
 logger = logging.getLogger("timetracer.record")
 
 _MS = 1_000_000
+#: How often the writer looks for settled requests, and how often it checks hard timeouts.
+_TICK_SECONDS = 0.05
 _SCAN_INTERVAL = 0.5
 
 
@@ -87,7 +84,10 @@ class Recorder:
         patterns = "|".join(fnmatch.translate(p) for p in settings.exclude_paths)
         self._exclude_re = re.compile(patterns) if patterns else None
         self._pending: dict[int, RequestRecording] = {}
-        self._inbox: queue.SimpleQueue[RequestRecording | _Flush | _Tick | None] = queue.SimpleQueue()
+        #: Appended on app threads, drained by the writer (deque appends and pops are thread-safe).
+        self._settled: deque[RequestRecording] = deque()
+        self._flushes: deque[_Flush] = deque()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._stopped = False
@@ -128,7 +128,7 @@ class Recorder:
 
     def settle(self, recording: RequestRecording) -> None:
         """Every span of the request has ended: write it once a quiet period passes without new activity."""
-        self._inbox.put(recording)
+        self._settled.append(recording)
 
     def _over_capacity(self) -> None:
         self.stats.dropped_capacity += 1
@@ -159,7 +159,8 @@ class Recorder:
         if self._thread is None or not self._thread.is_alive():
             return not self._pending
         marker = _Flush()
-        self._inbox.put(marker)
+        self._flushes.append(marker)
+        self._wake.set()
         return marker.event.wait(self.settings.flush_timeout if timeout is None else timeout)
 
     def shutdown(self) -> None:
@@ -168,7 +169,7 @@ class Recorder:
         self.flush()
         self._stopped = True
         self.tracker.enabled = False
-        self._inbox.put(None)
+        self._wake.set()
         if self._pending:
             logger.warning("timetracer: %d requests were still running at shutdown and were not written",
                            len(self._pending))
@@ -178,53 +179,51 @@ class Recorder:
         # The writer thread does not exist in a forked child; requests in flight belong to the parent.
         self._thread = None
         self._thread_lock = threading.Lock()
-        self._inbox = queue.SimpleQueue()
+        self._settled = deque()
+        self._flushes = deque()
+        self._wake = threading.Event()
         self._pending = {}
 
     # -- writer thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        due: list[tuple[float, int, RequestRecording]] = []
-        sequence = itertools.count()
+        waiting: list[RequestRecording] = []
         next_scan = time.monotonic() + _SCAN_INTERVAL
-        inbox = self._inbox
-        while True:
-            now = time.monotonic()
-            wait = min(next_scan, due[0][0] if due else next_scan) - now
-            item: RequestRecording | _Flush | _Tick | None
-            try:
-                item = inbox.get(timeout=max(wait, 0.0))
-            except queue.Empty:
-                item = _TICK
-            if item is None:
-                return
-            if isinstance(item, _Flush):
-                for _, _, recording in due:
-                    self._write(recording)
-                due.clear()
+        while not self._stopped:
+            self._wake.wait(_TICK_SECONDS)
+            self._wake.clear()
+            while self._settled:
+                waiting.append(self._settled.popleft())
+            flushes = []
+            while self._flushes:
+                flushes.append(self._flushes.popleft())
+            waiting = self._write_settled(waiting, everything=bool(flushes))
+            if flushes:
                 for recording in list(self._pending.values()):
                     if recording.done:
                         self._write(recording)
-                item.event.set()
-                continue
-            if isinstance(item, RequestRecording) and not item.finalized:
-                heapq.heappush(due, (time.monotonic() + self.settings.quiet_period, next(sequence), item))
-            now = time.monotonic()
-            while due and due[0][0] <= now:
-                _, _, recording = heapq.heappop(due)
-                if recording.finalized:
-                    continue
-                quiet_for = now - recording.last_activity
-                if recording.open_spans > 0:
-                    continue  # a late span started; its end will settle the request again
-                if quiet_for < self.settings.quiet_period:
-                    wake = now + self.settings.quiet_period - quiet_for
-                    heapq.heappush(due, (wake, next(sequence), recording))
-                    continue
-                self._write(recording)
-            if now >= next_scan:
-                next_scan = now + _SCAN_INTERVAL
+                for flush in flushes:
+                    flush.event.set()
+            if time.monotonic() >= next_scan:
+                next_scan = time.monotonic() + _SCAN_INTERVAL
                 self._expire()
+
+    def _write_settled(self, waiting: list[RequestRecording], everything: bool) -> list[RequestRecording]:
+        """Write the requests that stayed quiet for the quiet period; return those still waiting."""
+        now = time.monotonic()
+        still_waiting = []
+        for recording in waiting:
+            if recording.finalized:
+                continue
+            if everything:
+                self._write(recording)
+            elif recording.open_spans > 0:
+                continue  # a late span started; its end settles the request again
+            elif now - recording.last_activity >= self.settings.quiet_period:
+                self._write(recording)
+            else:
+                still_waiting.append(recording)
+        return still_waiting
 
     def _expire(self) -> None:
         limit = self.settings.request_timeout
@@ -245,7 +244,7 @@ class Recorder:
             logger.exception("timetracer: could not assemble the cassette of a request; it is not recorded")
             return
         finally:
-            recording.release()
+            recording.release()  # also drops its references, so no cycle outlives the request
         if cassette is None:
             return
         try:
@@ -284,6 +283,9 @@ class Recorder:
             for name, kind, span_id, parent, start, end in sorted(recording.spans, key=lambda s: s[4])
         )
         last_end = max([s[5] for s in recording.spans] + [c.end_ns or 0 for c in recording.calls] + [base])
+        request = recording.request()
+        if request.route is None and recording.route is not None:
+            request = replace(request, route=recording.route)
         return Cassette(
             metadata=Metadata(
                 id=uuid.uuid4().hex,
@@ -294,7 +296,7 @@ class Recorder:
                 duration_ms=(last_end - base) / _MS,
                 incomplete=incomplete,
             ),
-            request=recording.request(),
+            request=request,
             response=response,
             error=error,
             interactions=tuple(interactions),

@@ -171,8 +171,12 @@ class RequestRecording:
         self._budget.used += size
 
     def release(self) -> None:
+        """Once written: give back the bytes, and drop what was captured so it is freed right away."""
         self._budget.used -= self.buffered
         self.buffered = 0
+        self.calls = []
+        self.spans = []
+        self.response = None
 
     def add_call(self, call: PendingCall) -> bool:
         """Attach an outbound call; False if the request was already written (the call is then not kept)."""
