@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from timetracer_otel.errors import ConfigurationError
-from timetracer_otel.exporters.file import FileExporter
+from timetracer_otel.exporters.process import ProcessFileExporter
 from timetracer_otel.integrations._base import Integration
 from timetracer_otel.integrations.registry import INBOUND, OUTBOUND
 from timetracer_otel.record.recorder import Recorder, RecorderStats
@@ -66,7 +66,7 @@ class Runtime:
         settings = self.settings
         if settings.mode is Mode.RECORD:
             _check_compression(settings)
-            self.recorder = Recorder(settings, FileExporter(settings.directory))
+            self.recorder = Recorder(settings, ProcessFileExporter(settings.directory))
             if provider is not None:
                 provider.add_span_processor(self.recorder.tracker)
             if not _Installed.flushes_on_sigterm:

@@ -2,5 +2,6 @@
 
 from timetracer_otel.exporters.base import Exporter
 from timetracer_otel.exporters.file import FileExporter
+from timetracer_otel.exporters.process import ProcessFileExporter
 
-__all__ = ["Exporter", "FileExporter"]
+__all__ = ["Exporter", "FileExporter", "ProcessFileExporter"]

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 __all__ = ["FileExporter"]
+
+logger = logging.getLogger("timetracer.record")
 
 #: Cassettes can hold secrets: readable by their owner only.
 _MODE = 0o600
@@ -55,6 +59,18 @@ class FileExporter:
             raise FileExistsError(f"no free name for {target}")
         finally:
             os.unlink(temp)
+
+    def store_batch(self, items: Sequence[tuple[str, bytes]]) -> tuple[int, int]:
+        written = failed = 0
+        for path, data in items:
+            try:
+                self.store(path, data)
+            except Exception:
+                failed += 1
+                logger.exception("timetracer: could not write cassette %s", path)
+            else:
+                written += 1
+        return written, failed
 
     def close(self) -> None:
         return None

@@ -88,6 +88,8 @@ class Recorder:
         self._settled: deque[RequestRecording] = deque()
         self._flushes: deque[_Flush] = deque()
         self._wake = threading.Event()
+        #: Encoded cassettes waiting for the exporter: one hand-off per writer tick.
+        self._batch: list[tuple[str, bytes]] = []
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._stopped = False
@@ -197,30 +199,43 @@ class Recorder:
             flushes = []
             while self._flushes:
                 flushes.append(self._flushes.popleft())
-            waiting = self._write_settled(waiting, everything=bool(flushes))
+            waiting = self._encode_settled(waiting, everything=bool(flushes))
             if flushes:
                 for recording in list(self._pending.values()):
                     if recording.done:
-                        self._write(recording)
-                for flush in flushes:
-                    flush.event.set()
+                        self._encode(recording)
             if time.monotonic() >= next_scan:
                 next_scan = time.monotonic() + _SCAN_INTERVAL
                 self._expire()
+            self._store_batch()
+            for flush in flushes:
+                flush.event.set()
 
-    def _write_settled(self, waiting: list[RequestRecording], everything: bool) -> list[RequestRecording]:
-        """Write the requests that stayed quiet for the quiet period; return those still waiting."""
+    def _store_batch(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        try:
+            written, failed = self.exporter.store_batch(batch)
+        except Exception:  # an exporter must not raise, but the writer thread must outlive one that does
+            written, failed = 0, len(batch)
+            logger.exception("timetracer: the exporter failed to store %d cassettes", len(batch))
+        self.stats.written += written
+        self.stats.write_errors += failed
+
+    def _encode_settled(self, waiting: list[RequestRecording], everything: bool) -> list[RequestRecording]:
+        """Encode the requests that stayed quiet for the quiet period; return those still waiting."""
         now = time.monotonic()
         still_waiting = []
         for recording in waiting:
             if recording.finalized:
                 continue
             if everything:
-                self._write(recording)
+                self._encode(recording)
             elif recording.open_spans > 0:
                 continue  # a late span started; its end settles the request again
             elif now - recording.last_activity >= self.settings.quiet_period:
-                self._write(recording)
+                self._encode(recording)
             else:
                 still_waiting.append(recording)
         return still_waiting
@@ -230,9 +245,9 @@ class Recorder:
         wall = time.time()
         for recording in list(self._pending.values()):
             if wall - recording.started_at > limit and not recording.finalized:
-                self._write(recording, incomplete=True)
+                self._encode(recording, incomplete=True)
 
-    def _write(self, recording: RequestRecording, incomplete: bool = False) -> None:
+    def _encode(self, recording: RequestRecording, incomplete: bool = False) -> None:
         if recording.finalized:
             return
         recording.finalized = True
@@ -249,15 +264,13 @@ class Recorder:
             return
         try:
             data = dump_cassette(cassette, self.settings.compression)
-            where = self.exporter.store(cassette_relative_path(cassette, self.settings.compression), data)
         except Exception:
             self.stats.write_errors += 1
-            logger.exception("timetracer: could not write cassette %s", cassette.metadata.id)
+            logger.exception("timetracer: could not encode cassette %s", cassette.metadata.id)
             return
-        self.stats.written += 1
+        self._batch.append((cassette_relative_path(cassette, self.settings.compression), data))
         if cassette.metadata.incomplete:
             self.stats.incomplete += 1
-        logger.debug("timetracer: wrote %s", where)
 
     def _assemble(self, recording: RequestRecording, incomplete: bool) -> Cassette | None:
         response = recording.response() if recording.response is not None else None

@@ -1,0 +1,31 @@
+"""``bench_app`` with timetracer monkeypatched in-process, to split record mode's cost.
+
+Nothing here changes timetracer's files. ``BENCH_VARIANT`` selects:
+
+* ``pathonly``: every request is captured on the request path as shipped, but dropped when it settles instead
+  of being encoded and written: the cost of the request path alone (writes no cassettes).
+
+Run under ``opentelemetry-instrument`` with ``TIMETRACER_MODE=record`` (the runtime is installed before this
+module is imported, so patching the class reaches the live recorder).
+"""
+
+from __future__ import annotations
+
+import os
+
+from bench_app import app
+
+from timetracer_otel.record import recorder as recorder_module
+from timetracer_otel.record.recording import RequestRecording
+
+__all__ = ["app"]
+
+
+def _drop(self: recorder_module.Recorder, recording: RequestRecording) -> None:
+    recording.finalized = True
+    self._pending.pop(id(recording), None)
+    recording.release()
+
+
+if "pathonly" in os.environ.get("BENCH_VARIANT", ""):
+    recorder_module.Recorder.settle = _drop  # type: ignore[method-assign]

@@ -1,0 +1,110 @@
+"""Hands encoded cassettes to a writer process, a batch per pipe write.
+
+Every file syscall made from a thread of the app's process has to win the GIL back from the app's threads,
+which under load costs milliseconds per call and slows every request. A separate process pays none of that:
+the app's process makes one pipe write per batch and reads one short acknowledgement.
+
+If the writer process cannot start or dies, the batch it did not acknowledge is written from this process
+instead, so no cassette is lost; later batches are written in-process too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from timetracer_otel.exporters._writer_process import HEADER
+from timetracer_otel.exporters.file import FileExporter
+
+__all__ = ["ProcessFileExporter"]
+
+logger = logging.getLogger("timetracer.record")
+
+
+def _child_environment() -> dict[str, str]:
+    # The writer must not run opentelemetry-instrument's sitecustomize (it would record itself), but it must
+    # import timetracer_otel from wherever this process did.
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TIMETRACER_"))}
+    paths = [p for p in sys.path if p and "auto_instrumentation" not in p]
+    environment["PYTHONPATH"] = os.pathsep.join(paths)
+    return environment
+
+
+class ProcessFileExporter:
+    """Writes batches of cassettes through a writer process; see the module docstring."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._fallback = FileExporter(directory)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pid = os.getpid()
+        self._broken = False
+
+    def store_batch(self, items: Sequence[tuple[str, bytes]]) -> tuple[int, int]:
+        """Store ``(relative_path, data)`` pairs; return how many were written and how many failed."""
+        process = self._writer()
+        if process is not None:
+            try:
+                return self._send(process, items)
+            except (OSError, ValueError, EOFError):
+                logger.exception("timetracer: the writer process stopped; writing cassettes in-process")
+                self._broken = True
+                self._stop()
+        return self._fallback.store_batch(items)
+
+    def _send(self, process: subprocess.Popen[bytes], items: Sequence[tuple[str, bytes]]) -> tuple[int, int]:
+        assert process.stdin is not None and process.stdout is not None
+        frames = bytearray()
+        for path, data in items:
+            encoded = path.encode("utf-8")
+            frames += b"W" + HEADER.pack(len(encoded), len(data)) + encoded + data
+        frames += b"A"
+        process.stdin.write(frames)
+        process.stdin.flush()
+        answer = process.stdout.readline()
+        if not answer:
+            raise EOFError("the writer process closed its output")
+        written, failed = (int(n) for n in answer.split())
+        return written, failed
+
+    def _writer(self) -> subprocess.Popen[bytes] | None:
+        if self._pid != os.getpid():  # forked: the parent's writer belongs to the parent
+            self._process, self._pid, self._broken = None, os.getpid(), False
+        if self._broken:
+            return None
+        if self._process is None or self._process.poll() is not None:
+            try:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "timetracer_otel.exporters._writer_process", str(self.directory)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env=_child_environment(),
+                    close_fds=True,
+                )
+            except OSError:
+                logger.exception("timetracer: could not start the writer process; writing cassettes in-process")
+                self._broken = True
+                return None
+        return self._process
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            if process.stdin is not None:
+                process.stdin.close()
+            process.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            self._stop()
