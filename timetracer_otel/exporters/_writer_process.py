@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import struct
 import sys
 from typing import BinaryIO
 
+from timetracer_otel.exporters._framing import HEADER
 from timetracer_otel.exporters.file import FileExporter
 
-HEADER = struct.Struct(">IQ")
 logger = logging.getLogger("timetracer.writer")
 
 

@@ -4,8 +4,9 @@ Every file syscall made from a thread of the app's process has to win the GIL ba
 which under load costs milliseconds per call and slows every request. A separate process pays none of that:
 the app's process makes one pipe write per batch and reads one short acknowledgement.
 
-If the writer process cannot start or dies, the batch it did not acknowledge is written from this process
-instead, so no cassette is lost; later batches are written in-process too.
+If the writer process dies between batches a new one is started (at most ``_RESTARTS`` times). If it cannot
+start, or dies with a batch it did not acknowledge, that batch and all later ones are written from this
+process instead, so no cassette is lost.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from timetracer_otel.exporters._writer_process import HEADER
+from timetracer_otel.exporters._framing import HEADER
 from timetracer_otel.exporters.file import FileExporter
 
 __all__ = ["ProcessFileExporter"]
 
 logger = logging.getLogger("timetracer.record")
+
+_RESTARTS = 3
 
 
 def _child_environment() -> dict[str, str]:
@@ -43,6 +46,7 @@ class ProcessFileExporter:
         self._process: subprocess.Popen[bytes] | None = None
         self._pid = os.getpid()
         self._broken = False
+        self._restarts = 0
 
     def store_batch(self, items: Sequence[tuple[str, bytes]]) -> tuple[int, int]:
         """Store ``(relative_path, data)`` pairs; return how many were written and how many failed."""
@@ -73,10 +77,19 @@ class ProcessFileExporter:
 
     def _writer(self) -> subprocess.Popen[bytes] | None:
         if self._pid != os.getpid():  # forked: the parent's writer belongs to the parent
-            self._process, self._pid, self._broken = None, os.getpid(), False
+            self._process, self._pid, self._broken, self._restarts = None, os.getpid(), False, 0
         if self._broken:
             return None
-        if self._process is None or self._process.poll() is not None:
+        if self._process is not None and (code := self._process.poll()) is not None:
+            self._stop()
+            self._restarts += 1
+            if self._restarts > _RESTARTS:
+                logger.error("timetracer: the writer process keeps exiting (last code %s); writing cassettes "
+                             "in-process from now on", code)
+                self._broken = True
+                return None
+            logger.warning("timetracer: the writer process exited with code %s; starting a new one", code)
+        if self._process is None:
             try:
                 self._process = subprocess.Popen(
                     [sys.executable, "-m", "timetracer_otel.exporters._writer_process", str(self.directory)],
