@@ -18,7 +18,6 @@ import random
 import re
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -301,7 +300,8 @@ class Recorder:
             request = replace(request, route=recording.route)
         return Cassette(
             metadata=Metadata(
-                id=uuid.uuid4().hex,
+                # Not uuid4: os.urandom is a syscall, and each costs the app a GIL hand-off.
+                id=f"{random.getrandbits(128):032x}",
                 recorded_at=datetime.fromtimestamp(recording.started_at, UTC),
                 service=self.settings.service,
                 tool_version=__version__,
