@@ -6,9 +6,12 @@ everything runs in-process on synthetic cassettes built from the model dataclass
 (a) Load: a cassette with 1,000 HTTP interactions (20 distinct endpoints with query parameters, GET and POST,
     JSON bodies of ~500 B, realistic headers, one span summary per call) is written with ``dump_cassette``
     (plain and gzip) and read back with ``load_cassette``: median of ``--runs`` runs, split into read +
-    decompress, ``json.loads`` and ``cassette_from_json``. Target: < 15 ms for 1,000 interactions.
-    Then the cost of preparing it for a request: ``request_keys`` (once per cassette), ``ReplayIndex`` /
-    ``ReplaySession`` (once per replayed inbound request) and ``CassetteSource.session_for``.
+    decompress, parsing the JSON (as ``load_cassette`` does it, and with ``json.loads`` for reference) and
+    ``cassette_from_json``; then what reading every body's bytes costs afterwards (structured JSON bodies are
+    rendered on first use). Target: < 15 ms for 1,000 interactions.
+    Then the cost of preparing it for a request: ``request_keys`` / ``RecordedCalls`` (once per cassette),
+    ``ReplayIndex`` / ``ReplaySession`` (once per replayed inbound request) and ``CassetteSource.session_for``,
+    which must not grow with the cassette: it is also timed for cassettes of 10 to 10,000 interactions.
 (b) Match: ``ReplayIndex.take(request)`` per live call for cassettes of 10, 100, 1,000 and 10,000 interactions,
     with all keys distinct and with all interactions sharing one key, for a GET with a query string and a POST
     with a ~500 B JSON body. Live requests are new ``HttpRequest`` objects equal to the recorded ones, as the
@@ -16,7 +19,7 @@ everything runs in-process on synthetic cassettes built from the model dataclass
 
 Usage::
 
-    python benchmarks/replay_cost.py            # ~1 min
+    python benchmarks/replay_cost.py            # ~2 min
     python benchmarks/replay_cost.py --quick    # a few seconds
 """
 
@@ -35,6 +38,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from timetracer_otel.cassette import files
 from timetracer_otel.cassette.codec import cassette_from_json
 from timetracer_otel.cassette.files import dump_cassette, load_cassette
 from timetracer_otel.cassette.model import (
@@ -52,6 +56,13 @@ from timetracer_otel.replay.source import CassetteSource
 from timetracer_otel.settings import Compression, OnExhausted
 
 TARGET_LOAD_MS = 15.0
+
+# What load_cassette parses with; json.loads before it had its own (so the script also times older versions).
+_parse_json: Callable[[bytes], object] = getattr(files, "_parse_json", json.loads)
+try:
+    from timetracer_otel.replay.index import RecordedCalls
+except ImportError:  # before cassettes were grouped once per cassette
+    RecordedCalls = None  # type: ignore[assignment,misc]
 
 _ENDPOINTS = [
     ("GET", "https://api.catalog.example/v2/products", {"category": "tools", "page": "1", "per_page": "20"}),
@@ -156,15 +167,18 @@ def realistic_cassette(count: int = 1000) -> Cassette:
 
 
 def timed(function: Callable[[], object], runs: int) -> tuple[float, float, float]:
-    """(median, min, max) wall time in ms over ``runs`` calls, garbage collector off while timing."""
+    """(median, min, max) wall time in ms over ``runs`` calls, garbage collector off while timing.
+
+    The clock stops before the call's result is freed: freeing a loaded cassette takes milliseconds too."""
     samples = []
     for _ in range(runs):
         gc.collect()
         gc.disable()
         try:
             start = time.perf_counter()
-            function()
+            result = function()
             samples.append((time.perf_counter() - start) * 1000)
+            del result
         finally:
             gc.enable()
     return statistics.median(samples), min(samples), max(samples)
@@ -205,7 +219,8 @@ def part_a(runs: int, out: list[str]) -> dict[str, float]:
                         gzip.decompress(p.read_bytes()) if c is Compression.GZIP else p.read_bytes()
                     ),
                 ),
-                ("json.loads", lambda t=text: json.loads(t)),
+                ("parse JSON, as `load_cassette` does", lambda t=text: _parse_json(t)),
+                ("(`json.loads`, for reference)", lambda t=text: json.loads(t)),
                 ("cassette_from_json (validate + build dataclasses)", lambda d=document: cassette_from_json(d)),
                 ("**load_cassette (total)**", lambda p=path: load_cassette(p)),
             ]
@@ -214,6 +229,16 @@ def part_a(runs: int, out: list[str]) -> dict[str, float]:
                 rows.setdefault(name, []).append(f"{median:.2f} [{low:.2f}-{high:.2f}]")
                 if name.startswith("**"):
                     results[f"load_{compression.value}_ms"] = median
+        # Each sample needs a freshly loaded cassette (~8 MB each until read): at most 10 samples.
+        # (Iterated, not popped: freeing a cassette inside the timed call would be timed too.)
+        loaded = [load_cassette(paths[Compression.NONE]) for _ in range(min(runs, 10))]
+        next_loaded = iter(loaded).__next__
+        median, low, high = timed(lambda: _read_every_body(next_loaded()), len(loaded))
+        results["render_all_ms"] = median
+        rows["afterwards: read every body's bytes once (renders the deferred JSON bodies; max 10 runs)"] = [
+            f"{median:.2f} [{low:.2f}-{high:.2f}]",
+            "",
+        ]
         for name, cells in rows.items():
             out.append(f"| {name} | {' | '.join(cells)} |")
         small = realistic_cassette(1)
@@ -225,6 +250,10 @@ def part_a(runs: int, out: list[str]) -> dict[str, float]:
             f"| for comparison: `load_cassette` of a 1-interaction cassette "
             f"({small_path.stat().st_size / 1000:.1f} kB) | {median:.3f} [{low:.3f}-{high:.3f}] | |"
         )
+        # Keys computed from a freshly loaded cassette come from its JSON bodies' parsed values, not bytes.
+        del loaded
+        fresh = [load_cassette(paths[Compression.NONE]) for _ in range(min(runs, 10))]
+        next_fresh = iter(fresh).__next__
         worst = max(results["load_none_ms"], results["load_gzip_ms"])
         out.append(
             f"\nTarget < {TARGET_LOAD_MS:.0f} ms: plain {results['load_none_ms']:.1f} ms, "
@@ -235,7 +264,12 @@ def part_a(runs: int, out: list[str]) -> dict[str, float]:
     live = _request("GET", "http://127.0.0.1:8000/checkout", None)
     prep: list[tuple[str, str, Callable[[], object]]] = [
         (
-            "`request_keys(interactions)` (normalise 1,000 request keys)",
+            "`request_keys(interactions)` (normalise 1,000 request keys), cassette just loaded (max 10 runs)",
+            "once per cassette, at start-up",
+            lambda: request_keys(next_fresh().interactions),
+        ),
+        (
+            "`request_keys(interactions)`, cassette built in memory",
             "once per cassette, at start-up",
             lambda: request_keys(cassette.interactions),
         ),
@@ -245,15 +279,31 @@ def part_a(runs: int, out: list[str]) -> dict[str, float]:
             lambda: ReplayIndex(cassette.interactions),
         ),
         (
-            "`ReplayIndex(interactions, keys=keys)`",
-            "per replayed inbound request",
+            "`ReplayIndex(interactions, keys=keys)` (groups them itself)",
+            "when no `RecordedCalls` are passed in",
             lambda: ReplayIndex(cassette.interactions, keys=keys),
         ),
         (
-            "`ReplaySession(cassette, keys=keys)`",
-            "per replayed inbound request",
+            "`ReplaySession(cassette, keys=keys)` (groups them itself)",
+            "when no `RecordedCalls` are passed in",
             lambda: ReplaySession(cassette, keys=keys),
         ),
+    ]
+    if RecordedCalls is not None:
+        calls = RecordedCalls(cassette.interactions, keys)
+        prep += [
+            (
+                "`RecordedCalls(interactions, keys)` (group by key)",
+                "once per cassette, at start-up",
+                lambda: RecordedCalls(cassette.interactions, keys),
+            ),
+            (
+                "`ReplaySession(cassette, calls=calls)`",
+                "per replayed inbound request",
+                lambda: ReplaySession(cassette, calls=calls),
+            ),
+        ]
+    prep += [
         (
             "`CassetteSource([cassette], single=True)`",
             "once, at start-up",
@@ -265,9 +315,46 @@ def part_a(runs: int, out: list[str]) -> dict[str, float]:
     out.append("| operation | when | ms |")
     out.append("|---|---|---:|")
     for name, when, function in prep:
-        median, low, high = timed(function, runs)
+        median, low, high = timed(function, len(fresh) if function is prep[0][2] else runs)
         results[name] = median
         out.append(f"| {name} | {when} | {median:.3f} [{low:.3f}-{high:.3f}] |")
+    return results
+
+
+def _read_every_body(cassette: Cassette) -> int:
+    total = 0
+    for message in (cassette.request, cassette.response):
+        if message is not None and message.body is not None:
+            total += len(message.body.data)
+    for interaction in cassette.interactions:
+        for message in (interaction.request, interaction.response):
+            if message is not None and message.body is not None:
+                total += len(message.body.data)
+    return total
+
+
+def session_cost(sizes: list[int], runs: int, out: list[str]) -> dict[str, float]:
+    """``CassetteSource.session_for`` (a single-file source) for cassettes of each size, microseconds per call
+    (median over ``runs`` samples of 200 calls each)."""
+    results: dict[str, float] = {}
+    out.append(
+        f"\n### (a'') Starting the session of a replayed inbound request, by cassette size "
+        f"({runs} samples of 200 calls, median [min-max], microseconds per call)\n"
+    )
+    out.append("| interactions in cassette | `CassetteSource.session_for(request)` µs |")
+    out.append("|---:|---:|")
+    live = _request("GET", "http://127.0.0.1:8000/checkout", None)
+    metadata = realistic_cassette(0).metadata
+    for count in sizes:
+        cassette = Cassette(metadata=metadata, request=live, interactions=tuple(_interactions(count, "get", False)))
+        source = CassetteSource([cassette], single=True, on_exhausted=OnExhausted.ERROR)
+        median, low, high = (
+            t * 1000 / 200 for t in timed(lambda s=source: [s.session_for(live) for _ in range(200)], runs)
+        )
+        results[f"session_for_{count}_us"] = median
+        out.append(f"| {count:,} | {median:.2f} [{low:.2f}-{high:.2f}] |")
+    first, last = results[f"session_for_{sizes[0]}_us"], results[f"session_for_{sizes[-1]}_us"]
+    out.append(f"\nAt {sizes[-1]:,} vs {sizes[0]:,} interactions: {last / first:.2f}x (1.00x = constant).")
     return results
 
 
@@ -367,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [10, 100, 1_000, 10_000]
     out = [f"# timetracer replay cost (Python {sys.version.split()[0]})"]
     results = part_a(args.runs, out)
+    results.update(session_cost(sizes, args.runs, out))
     results.update(part_b(sizes, args.min_takes, out))
     print("\n".join(out))
     if args.json_out:

@@ -80,6 +80,26 @@ def _decompress(raw: bytes, path: Path) -> bytes:
     return raw
 
 
+#: Every decimal digit as "0", so a run of them is one substring search away.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+#: orjson reads an integer beyond 64 bits as a float, silently; the shortest such run is 19 digits
+#: (-9223372036854775809). Floats and ids with 19 digits in a row only cost the slower parser.
+_LONG_DIGIT_RUN = b"0" * 19
+#: orjson briefly needs about 14 times the document's size in memory (json.loads about 3.5 times) and saves
+#: only ~15% of the parsing time on a large cassette: beyond this size it is not worth the memory.
+_ORJSON_MAX_BYTES = 8 * 1024 * 1024
+
+
+def _parse_json(data: bytes) -> object:
+    """``json.loads(data)``, ~15% faster: with orjson when it gives the same result (nearly always)."""
+    if len(data) <= _ORJSON_MAX_BYTES and _LONG_DIGIT_RUN not in data.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # the standard library accepts more (NaN, a byte-order mark) or says where and why it cannot
+    return json.loads(data)
+
+
 def load_cassette(path: str | Path) -> Cassette:
     """Read one cassette file (plain, gzip or zstd, told apart by content, not name)."""
     path = Path(path)
@@ -91,7 +111,7 @@ def load_cassette(path: str | Path) -> Cassette:
         raise CassetteFormatError(path, "is a directory; pass a cassette file") from None
     data = _decompress(raw, path)
     try:
-        document = json.loads(data)
+        document = _parse_json(data)
     except UnicodeDecodeError as exc:
         raise CassetteFormatError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:

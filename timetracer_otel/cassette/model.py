@@ -6,8 +6,12 @@ file lives in :mod:`timetracer_otel.cassette.files`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+
+from timetracer_otel.errors import CassetteFormatError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -29,26 +33,143 @@ SCHEMA_VERSION = 1
 Headers = tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
 class Body:
     """A payload as it crossed the wire.
 
     ``content_coding`` is the content-coding ``data`` is still encoded with (``None`` = identity). Cassettes
     store bodies decoded when they can, so they stay readable; replay re-encodes them to the coding the
     recorded ``Content-Encoding`` header names, so clients decode exactly the recorded bytes.
+
+    An immutable value that behaves like a frozen dataclass of ``data``, ``size``, ``truncated``, ``complete``
+    and ``content_coding`` (construction, ``==``, ``hash``, ``repr``, pickling; assigning a field raises
+    ``AttributeError``). It is written by hand so that a body loaded from a cassette as structured JSON can
+    produce its bytes on first use (see :meth:`from_json`): most recorded bodies are never read, and rendering
+    them all made loading slow.
     """
 
-    data: bytes
-    #: Size of the whole payload; larger than ``len(data)`` when the body was truncated at the size cap.
-    size: int
-    truncated: bool = False
-    #: False when the reader stopped before the end of a streamed body.
-    complete: bool = True
-    content_coding: str | None = None
+    # Read-only properties over private slots rather than a __setattr__ that refuses: assigning the slots
+    # directly in __init__ makes a body about twice as cheap to build, which counts when loading a cassette.
+    __slots__ = ("_coding", "_complete", "_data", "_pending", "_size", "_truncated")
+    __match_args__ = ("data", "size", "truncated", "complete", "content_coding")
+
+    _data: bytes | None
+    #: ``(render, value, source)`` until ``data`` is first read: ``data == render(value)``.
+    _pending: tuple[Callable[[Any], bytes], Any, str | None] | None
+
+    def __init__(
+        self,
+        data: bytes,
+        size: int,
+        truncated: bool = False,
+        complete: bool = True,
+        content_coding: str | None = None,
+    ) -> None:
+        self._data = data
+        self._pending = None
+        self._size = size
+        self._truncated = truncated
+        self._complete = complete
+        self._coding = content_coding
+
+    @property
+    def size(self) -> int:
+        """Size of the whole payload; larger than ``len(data)`` when the body was truncated at the size cap."""
+        return self._size
+
+    @property
+    def truncated(self) -> bool:
+        return self._truncated
+
+    @property
+    def complete(self) -> bool:
+        """False when the reader stopped before the end of a streamed body."""
+        return self._complete
+
+    @property
+    def content_coding(self) -> str | None:
+        return self._coding
 
     @classmethod
     def of(cls, data: bytes) -> Body:
         return cls(data=data, size=len(data))
+
+    @classmethod
+    def from_json(
+        cls,
+        value: Any,
+        render: Callable[[Any], bytes],
+        size: int,
+        *,
+        truncated: bool = False,
+        complete: bool = True,
+        content_coding: str | None = None,
+        source: str | None = None,
+    ) -> Body:
+        """A body stored as parsed JSON whose bytes are ``render(value)``, rendered on first access of
+        :attr:`data` and then kept (``value`` is dropped then).
+
+        Unless ``truncated``, the rendered length must equal ``size``; if it does not, reading ``data`` raises
+        :class:`~timetracer_otel.errors.CassetteFormatError` naming ``source`` (the loader checks what it can
+        cheaply before it defers, so this is a last line of defence against edited cassettes).
+        """
+        body = cls.__new__(cls)
+        body._data = None
+        body._pending = (render, value, source)
+        body._size = size
+        body._truncated = truncated
+        body._complete = complete
+        body._coding = content_coding
+        return body
+
+    @property
+    def data(self) -> bytes:
+        data = self._data
+        return data if data is not None else self._render()
+
+    def unrendered_json(self) -> tuple[Any] | None:
+        """``(value,)`` while this body is still held as the parsed JSON given to :meth:`from_json`, i.e.
+        ``json.loads(self.data)`` would give back ``value``; None once it is bytes (or always was)."""
+        pending = self._pending
+        return None if pending is None else (pending[1],)
+
+    def _render(self) -> bytes:
+        pending = self._pending
+        if pending is None:  # another thread rendered it between our two reads
+            data = self._data
+            assert data is not None
+            return data
+        render, value, source = pending
+        data = render(value)
+        if not self.truncated and len(data) != self.size:
+            raise CassetteFormatError(
+                source,
+                f"a JSON body renders to {len(data)} bytes but its size says {self.size} (was the cassette edited?)",
+            )
+        self._data = data  # before dropping the value: a concurrent reader finds one or the other
+        self._pending = None
+        return data
+
+    def _fields(self) -> tuple[bytes, int, bool, bool, str | None]:
+        return (self.data, self._size, self._truncated, self._complete, self._coding)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Body)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"Body(data={self.data!r}, size={self.size!r}, truncated={self.truncated!r}, "
+            f"complete={self.complete!r}, content_coding={self.content_coding!r})"
+        )
+
+    def __reduce__(self) -> tuple[type[Body], tuple[bytes, int, bool, bool, str | None]]:
+        return (Body, self._fields())
+
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,10 +42,17 @@ def _header(headers: Headers, name: str) -> str | None:
 
 def body_key(body: Body | None, headers: Headers) -> Hashable:
     """JSON compared by structure (key order ignored), multipart with its random boundary masked, else bytes."""
-    data = body.data if body is not None else b""
-    if not data:
+    if body is None:
         return b""
     content_type = _header(headers, "content-type") or ""
+    parsed = body.unrendered_json()
+    if parsed is not None and isinstance(parsed[0], dict | list) and "multipart/" not in content_type.lower():
+        # A body loaded as structured JSON: its bytes would start with { or [ and parse back to this value,
+        # so the key below is what they would give, without rendering and parsing them again.
+        return ("json", json.dumps(parsed[0], sort_keys=True, separators=(",", ":")))
+    data = body.data
+    if not data:
+        return b""
     if "multipart/" in content_type.lower() and (found := _BOUNDARY.search(content_type)):
         return data.replace(found.group(1).encode("latin-1"), b"<boundary>")
     if data[:1] in (b"{", b"[") or "json" in content_type.lower():

@@ -7,11 +7,12 @@ from collections.abc import Hashable, Sequence
 from timetracer_otel._context import attach_request_state, request_state
 from timetracer_otel.cassette.model import Cassette, HttpRequest, Interaction
 from timetracer_otel.errors import ReplayMismatchError
-from timetracer_otel.replay.index import ReplayIndex
+from timetracer_otel.replay.index import RecordedCalls, ReplayIndex
 from timetracer_otel.replay.matching import describe_http
 from timetracer_otel.settings import OnExhausted
 
 __all__ = ["ReplaySession", "current_session", "replay_call"]
+
 
 def current_session() -> ReplaySession | None:
     value = request_state()
@@ -23,6 +24,10 @@ class ReplaySession:
 
     ``cassette`` is None when no cassette matched the inbound request; ``missing_reason`` then says why,
     and every outbound call fails with that explanation.
+
+    ``calls`` is the cassette's :class:`RecordedCalls` when the caller keeps them (as
+    :class:`~timetracer_otel.replay.source.CassetteSource` does), so a session starts in O(1); without them
+    the cassette's interactions are grouped here (using ``keys``, the request keys, if given).
     """
 
     def __init__(
@@ -31,10 +36,13 @@ class ReplaySession:
         on_exhausted: OnExhausted = OnExhausted.ERROR,
         missing_reason: str = "",
         keys: Sequence[Hashable] | None = None,
+        calls: RecordedCalls | None = None,
     ) -> None:
         self.cassette = cassette
         self.missing_reason = missing_reason
-        self.index = ReplayIndex(cassette.interactions if cassette else (), on_exhausted, keys)
+        if calls is None:
+            calls = RecordedCalls(cassette.interactions if cassette else (), keys)
+        self.index = ReplayIndex(calls, on_exhausted)
 
     def take(self, request: HttpRequest) -> Interaction:
         if self.cassette is None:

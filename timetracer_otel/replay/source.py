@@ -10,7 +10,7 @@ from pathlib import Path
 from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
 from timetracer_otel.cassette.model import Cassette, HttpRequest
 from timetracer_otel.errors import CassetteNotFoundError
-from timetracer_otel.replay.index import request_keys
+from timetracer_otel.replay.index import RecordedCalls
 from timetracer_otel.replay.matching import describe_http, http_differences, http_fields
 from timetracer_otel.replay.session import ReplaySession
 from timetracer_otel.settings import OnExhausted
@@ -56,8 +56,9 @@ class CassetteSource:
 
     def __init__(self, cassettes: list[Cassette], *, single: bool, on_exhausted: OnExhausted) -> None:
         self.cassettes = cassettes
-        # Request keys are computed once per cassette here, not once per replayed request.
-        self._keys = {id(cassette): request_keys(cassette.interactions) for cassette in cassettes}
+        # Each cassette's calls are keyed and grouped once, here: a session for a replayed request then
+        # starts in O(1), however many calls its cassette holds.
+        self._calls = {id(cassette): RecordedCalls(cassette.interactions) for cassette in cassettes}
         self._single = single
         self._on_exhausted = on_exhausted
         self._lock = threading.Lock()
@@ -89,7 +90,7 @@ class CassetteSource:
         return ReplaySession(None, self._on_exhausted, missing_reason=self._explain_missing(request))
 
     def _session(self, cassette: Cassette) -> ReplaySession:
-        return ReplaySession(cassette, self._on_exhausted, keys=self._keys[id(cassette)])
+        return ReplaySession(cassette, self._on_exhausted, calls=self._calls[id(cassette)])
 
     def _explain_missing(self, request: HttpRequest) -> str:
         reason = f"no cassette was recorded for the inbound request {describe_http(request)}"
