@@ -16,8 +16,6 @@ from typing import BinaryIO
 from timetracer_otel.exporters._framing import HEADER
 from timetracer_otel.exporters.file import FileExporter
 
-logger = logging.getLogger("timetracer.writer")
-
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:
     data = stream.read(size)
@@ -28,23 +26,17 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes:
 
 def serve(directory: str, incoming: BinaryIO, outgoing: BinaryIO) -> None:
     exporter = FileExporter(directory)
-    written = failed = 0
+    batch: list[tuple[str, bytes]] = []
     while kind := incoming.read(1):
         if kind == b"A":
+            written, failed = exporter.store_batch(batch)
+            batch = []
             outgoing.write(f"{written} {failed}\n".encode())
             outgoing.flush()
-            written = failed = 0
             continue
         path_size, data_size = HEADER.unpack(_read_exactly(incoming, HEADER.size))
         path = _read_exactly(incoming, path_size).decode("utf-8")
-        data = _read_exactly(incoming, data_size)
-        try:
-            exporter.store(path, data)
-        except Exception:
-            failed += 1
-            logger.exception("timetracer: could not write cassette %s", path)
-        else:
-            written += 1
+        batch.append((path, _read_exactly(incoming, data_size)))
 
 
 if __name__ == "__main__":
