@@ -38,7 +38,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from record_overhead import APPS, clean_env, start_upstream, stop  # noqa: E402
+from record_overhead import APPS, PLAIN_OTEL, clean_env, start_upstream, stop  # noqa: E402
 
 #: name -> (label, under opentelemetry-instrument, timetracer mode, variant)
 CONFIGS: dict[str, tuple[str, bool, str | None, str | None]] = {
@@ -149,16 +149,7 @@ def run_child(config: str, endpoint: str, upstream: int, args: argparse.Namespac
     ]
     if instrumented:
         env["OTEL_TRACES_SAMPLER"] = "always_on"
-        command = [
-            "opentelemetry-instrument",
-            "--traces_exporter",
-            "none",
-            "--metrics_exporter",
-            "none",
-            "--logs_exporter",
-            "none",
-            *command,
-        ]
+        command = [*PLAIN_OTEL, *command]
     if mode:
         directory = tmp / f"{config}-{endpoint}-{time.monotonic_ns()}"
         env.update(

@@ -54,6 +54,16 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+#: Plain OpenTelemetry auto-instrumentation with every exporter off: configuration b, and the base of c.
+PLAIN_OTEL = (
+    "opentelemetry-instrument",
+    "--traces_exporter",
+    "none",
+    "--metrics_exporter",
+    "none",
+    "--logs_exporter",
+    "none",
+)
 APPS = HERE / "apps"
 BIN = Path(sys.executable).parent
 
@@ -303,16 +313,7 @@ def run_config(
     if instrumented:
         env["OTEL_TRACES_SAMPLER"] = "always_on"
         env["OTEL_SERVICE_NAME"] = "timetracer-bench"
-        command = [
-            "opentelemetry-instrument",
-            "--traces_exporter",
-            "none",
-            "--metrics_exporter",
-            "none",
-            "--logs_exporter",
-            "none",
-            *command,
-        ]
+        command = [*PLAIN_OTEL, *command]
     if mode is not None:
         cassette_dir = Path(tempfile.mkdtemp(prefix=f"tt-bench-{config}-", dir=args.cassette_root))
         env["TIMETRACER_MODE"] = mode
