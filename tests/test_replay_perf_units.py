@@ -293,6 +293,6 @@ def test_a_miss_names_the_same_nearest_calls_with_or_without_precomputed_keys() 
     recorded = [interaction(request(url=f"http://api.test/users/{n}"), json_response(n)) for n in range(5)]
     live = request(url="http://api.test/users/x")
     with_keys = ReplayIndex(RecordedCalls(recorded)).mismatch(live)
-    custom_keys = ReplayIndex(recorded, keys=[str(n) for n in range(5)]).mismatch(live)
+    custom_keys = ReplayIndex(RecordedCalls(recorded, keys=[str(n) for n in range(5)])).mismatch(live)
     assert with_keys.candidates == custom_keys.candidates
     assert with_keys.candidates[0].startswith("#1 GET http://api.test/users/0 (path differs")

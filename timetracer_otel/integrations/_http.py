@@ -7,19 +7,11 @@ import importlib
 from collections.abc import Iterator, Sequence
 
 from timetracer_otel.cassette.content_coding import encode_content
-from timetracer_otel.cassette.model import Headers, HttpRequest, Interaction, RecordedError
+from timetracer_otel.cassette.model import HttpRequest, Interaction, RecordedError
 from timetracer_otel.errors import IncompleteBodyError, ReplayError, TruncatedBodyError
-from timetracer_otel.replay.matching import describe_http
+from timetracer_otel.replay.matching import describe_http, header_value
 
-__all__ = ["RecordedBody", "header_value", "recorded_body", "recorded_exception"]
-
-
-def header_value(headers: Headers, name: str) -> str | None:
-    name = name.lower()
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
+__all__ = ["RecordedBody", "recorded_body", "recorded_exception"]
 
 
 def recorded_body(interaction: Interaction) -> bytes:

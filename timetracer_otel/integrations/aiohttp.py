@@ -32,9 +32,10 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from timetracer_otel.cassette.content_coding import decode_content
 from timetracer_otel.cassette.model import Body, Headers, HttpRequest, HttpResponse, Interaction
 from timetracer_otel.integrations._base import Integration, Patch
-from timetracer_otel.integrations._http import RecordedBody, header_value, recorded_exception
+from timetracer_otel.integrations._http import RecordedBody, recorded_exception
 from timetracer_otel.record.recording import BodyBuffer, PendingCall, RequestRecording, body_of, current_recording
 from timetracer_otel.replay.guard import live_call
+from timetracer_otel.replay.matching import header_value
 from timetracer_otel.replay.session import replay_call
 
 __all__ = ["AiohttpIntegration"]

@@ -55,16 +55,10 @@ class ReplayIndex:
         self,
         interactions: Sequence[Interaction] | RecordedCalls,
         on_exhausted: OnExhausted = OnExhausted.ERROR,
-        keys: Sequence[Hashable] | None = None,
     ) -> None:
-        """Pass the cassette's :class:`RecordedCalls` to start in O(1); given the interactions themselves (and
-        their ``keys``, if already computed) the index groups them first, which is O(n)."""
-        if isinstance(interactions, RecordedCalls):
-            if keys is not None:
-                raise TypeError("keys are part of RecordedCalls already")
-            self._calls = interactions
-        else:
-            self._calls = RecordedCalls(interactions, keys)
+        """Pass the cassette's :class:`RecordedCalls` to start in O(1); given the interactions themselves the
+        index groups them first, which is O(n)."""
+        self._calls = interactions if isinstance(interactions, RecordedCalls) else RecordedCalls(interactions)
         self._on_exhausted = on_exhausted
         # key -> iterator over its group, created by the first take of that key. next() on a tuple iterator
         # is atomic, so two threads of one inbound request never get the same answer.

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from timetracer_otel.cassette.model import Body, Headers, HttpRequest
 
-__all__ = ["HttpFields", "describe_http", "http_differences", "http_fields", "http_key"]
+__all__ = ["HttpFields", "describe_http", "header_value", "http_differences", "http_fields", "http_key"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _BOUNDARY = re.compile(r"boundary=\"?([^\";]+)\"?", re.IGNORECASE)
@@ -33,7 +33,9 @@ class HttpFields:
     body: Hashable
 
 
-def _header(headers: Headers, name: str) -> str | None:
+def header_value(headers: Headers, name: str) -> str | None:
+    """The first value of header ``name`` (case-insensitive)."""
+    name = name.lower()
     for key, value in headers:
         if key.lower() == name:
             return value
@@ -44,7 +46,7 @@ def body_key(body: Body | None, headers: Headers) -> Hashable:
     """JSON compared by structure (key order ignored), multipart with its random boundary masked, else bytes."""
     if body is None:
         return b""
-    content_type = _header(headers, "content-type") or ""
+    content_type = header_value(headers, "content-type") or ""
     parsed = body.unrendered_json()
     if parsed is not None and isinstance(parsed[0], dict | list) and "multipart/" not in content_type.lower():
         # A body loaded as structured JSON: its bytes would start with { or [ and parse back to this value,

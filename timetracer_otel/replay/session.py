@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-
 from timetracer_otel._context import attach_request_state, request_state
 from timetracer_otel.cassette.model import Cassette, HttpRequest, Interaction
 from timetracer_otel.errors import ReplayMismatchError
@@ -27,7 +25,7 @@ class ReplaySession:
 
     ``calls`` is the cassette's :class:`RecordedCalls` when the caller keeps them (as
     :class:`~timetracer_otel.replay.source.CassetteSource` does), so a session starts in O(1); without them
-    the cassette's interactions are grouped here (using ``keys``, the request keys, if given).
+    the cassette's interactions are grouped here.
     """
 
     def __init__(
@@ -35,13 +33,12 @@ class ReplaySession:
         cassette: Cassette | None,
         on_exhausted: OnExhausted = OnExhausted.ERROR,
         missing_reason: str = "",
-        keys: Sequence[Hashable] | None = None,
         calls: RecordedCalls | None = None,
     ) -> None:
         self.cassette = cassette
         self.missing_reason = missing_reason
         if calls is None:
-            calls = RecordedCalls(cassette.interactions if cassette else (), keys)
+            calls = RecordedCalls(cassette.interactions if cassette else ())
         self.index = ReplayIndex(calls, on_exhausted)
 
     def take(self, request: HttpRequest) -> Interaction:
