@@ -5,7 +5,6 @@ on_start/on_end run synchronously on the app's threads: they do dictionary work 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -26,10 +25,10 @@ _ROOT_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
 
 class RequestSpanTracker(SpanProcessor):
     def __init__(self, on_settled: Callable[[RequestRecording], None], stats: RecorderStats) -> None:
+        #: span id -> its recording. Single dict operations are atomic, so no lock on the request path.
         self._open: dict[int, RequestRecording] = {}
         self._on_settled = on_settled
         self._stats = stats
-        self._lock = threading.Lock()
         #: The SDK cannot remove a span processor, so a stopped recorder's tracker just stops acting.
         self.enabled = True
 
@@ -54,15 +53,13 @@ class RequestSpanTracker(SpanProcessor):
         parent = span.parent
         is_root = span.kind in _ROOT_KINDS and (parent is None or parent.is_remote)
         recording.span_started(span_context.trace_id, span_context.span_id, is_root)
-        with self._lock:
-            self._open[span_context.span_id] = recording
+        self._open[span_context.span_id] = recording
 
     def on_end(self, span: ReadableSpan) -> None:
         span_context = span.get_span_context()
         if span_context is None:
             return
-        with self._lock:
-            recording = self._open.pop(span_context.span_id, None)
+        recording = self._open.pop(span_context.span_id, None)
         if recording is None:
             return
         recording.span_ended(span)
