@@ -6,9 +6,9 @@ everything runs in-process on synthetic cassettes built from the model dataclass
 (a) Load: a cassette with 1,000 HTTP interactions (20 distinct endpoints with query parameters, GET and POST,
     JSON bodies of ~500 B, realistic headers, one span summary per call) is written with ``dump_cassette``
     (plain and gzip) and read back with ``load_cassette``: median of ``--runs`` runs, split into read +
-    decompress, parsing the JSON (as ``load_cassette`` does it, and with ``json.loads`` for reference) and
-    ``cassette_from_json``; then what reading every body's bytes costs afterwards (structured JSON bodies are
-    rendered on first use). Target: < 15 ms for 1,000 interactions.
+    decompress, decoding into the file's types with msgspec (and, for reference, parsing into dicts with
+    orjson and with ``json.loads``) and ``cassette_from_bytes``; then what reading every body's bytes costs
+    afterwards (structured JSON bodies are parsed and rendered on first use). Target: < 15 ms for 1,000 interactions.
     Then the cost of preparing it for a request: ``request_keys`` / ``RecordedCalls`` (once per cassette),
     ``ReplayIndex`` / ``ReplaySession`` (once per replayed inbound request) and ``CassetteSource.session_for``,
     which must not grow with the cassette: it is also timed for cassettes of 10 to 10,000 interactions.
@@ -38,8 +38,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from timetracer_otel.cassette import files
-from timetracer_otel.cassette.codec import cassette_from_json
+import orjson
+
+from timetracer_otel.cassette._wire import CASSETTE
+from timetracer_otel.cassette.codec import cassette_from_bytes
 from timetracer_otel.cassette.files import dump_cassette, load_cassette
 from timetracer_otel.cassette.model import (
     Body,
@@ -57,8 +59,6 @@ from timetracer_otel.settings import Compression, OnExhausted
 
 TARGET_LOAD_MS = 15.0
 
-# What load_cassette parses with; json.loads before it had its own (so the script also times older versions).
-_parse_json: Callable[[bytes], object] = getattr(files, "_parse_json", json.loads)
 try:
     from timetracer_otel.replay.index import RecordedCalls
 except ImportError:  # before cassettes were grouped once per cassette
@@ -211,7 +211,6 @@ def part_a(runs: int, out: list[str]) -> dict[str, float]:
             path = paths[compression]
             data = path.read_bytes()
             text = gzip.decompress(data) if compression is Compression.GZIP else data
-            document = json.loads(text)
             steps: list[tuple[str, Callable[[], object]]] = [
                 (
                     "read file + decompress",
@@ -219,9 +218,10 @@ def part_a(runs: int, out: list[str]) -> dict[str, float]:
                         gzip.decompress(p.read_bytes()) if c is Compression.GZIP else p.read_bytes()
                     ),
                 ),
-                ("parse JSON, as `load_cassette` does", lambda t=text: _parse_json(t)),
-                ("(`json.loads`, for reference)", lambda t=text: json.loads(t)),
-                ("cassette_from_json (validate + build dataclasses)", lambda d=document: cassette_from_json(d)),
+                ("decode into the file's types (msgspec, JSON bodies kept raw)", lambda t=text: CASSETTE.decode(t)),
+                ("(`orjson.loads` into dicts, for reference)", lambda t=text: orjson.loads(t)),
+                ("(`json.loads` into dicts, for reference)", lambda t=text: json.loads(t)),
+                ("`cassette_from_bytes` (decode + check + build the model)", lambda t=text: cassette_from_bytes(t)),
                 ("**load_cassette (total)**", lambda p=path: load_cassette(p)),
             ]
             for name, function in steps:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import cassette, interaction, json_response, request
-from timetracer_otel.cassette.codec import cassette_from_json, cassette_to_json, encode_body
+from timetracer_otel.cassette.codec import cassette_from_bytes, cassette_to_json, encode_body
 from timetracer_otel.cassette.files import cassette_relative_path, dump_cassette, load_cassette
 from timetracer_otel.cassette.model import Body, HttpRequest, HttpResponse, RecordedError
 from timetracer_otel.errors import CassetteFormatError, CassetteNotFoundError
@@ -31,14 +31,15 @@ BODIES = [
 @pytest.mark.parametrize("data", BODIES)
 def test_every_body_round_trips_byte_for_byte(data: bytes) -> None:
     original = cassette(interaction(request(body=data), HttpResponse(200, body=Body.of(data))))
-    text = json.dumps(cassette_to_json(original))
-    back = cassette_from_json(json.loads(text))
+    back = cassette_from_bytes(json.dumps(cassette_to_json(original)).encode())
     assert back.interactions[0].request.body == Body.of(data)
     assert back.interactions[0].response.body.data == data  # type: ignore[union-attr]
 
 
 def test_json_bodies_are_stored_structured_only_when_exact() -> None:
-    assert encode_body(Body.of(b'{"a":1}')) == {"size": 7, "json": {"a": 1}, "json_style": "compact"}
+    assert encode_body(Body.of(b'{"a":1}')) == {"size": 7, "json": {"a": 1}, "json_style": "orjson"}
+    assert encode_body(Body.of(b'{"a":1e-05}')) == {"size": 11, "json": {"a": 1e-05}, "json_style": "compact"}
+    assert encode_body(Body.of(b'{"a": 1}'))["json_style"] == "spaced"
     assert "json" not in encode_body(Body.of(b'{"float": 1.10}'))
     assert "base64" in encode_body(Body.of(b"\xff\xfe"))
 
@@ -46,7 +47,7 @@ def test_json_bodies_are_stored_structured_only_when_exact() -> None:
 def test_gzip_bodies_are_stored_decoded() -> None:
     raw = gzip.compress(b'{"a":1}')
     stored = encode_body(Body(data=raw, size=len(raw), content_coding="gzip"))
-    assert stored == {"size": 7, "json": {"a": 1}, "json_style": "compact"}
+    assert stored == {"size": 7, "json": {"a": 1}, "json_style": "orjson"}
     truncated = Body(data=raw[:5], size=len(raw), truncated=True, content_coding="gzip")
     assert encode_body(truncated)["content_coding"] == "gzip"
 
@@ -57,7 +58,7 @@ def test_the_whole_cassette_round_trips() -> None:
                     json_response({"n": 1}, status=201)),
         interaction(request(), error=RecordedError("httpx.ConnectError", "refused")),
     )
-    assert cassette_from_json(json.loads(json.dumps(cassette_to_json(original)))) == original
+    assert cassette_from_bytes(json.dumps(cassette_to_json(original)).encode()) == original
 
 
 @pytest.mark.parametrize("compression", list(Compression))
@@ -106,16 +107,26 @@ def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
         (lambda b: b[: len(b) // 2], "not valid JSON at line"),
         (lambda b: gzip.compress(b)[:40], "corrupt or truncated gzip data"),
         (lambda b: b.replace(b'"schema": 1', b'"schema": 7'), "schema version 7 is not supported"),
-        (lambda b: b.replace(b'"method": "GET"', b'"method": 5'), "interactions[0].request.method: expected str"),
-        (lambda b: b.replace(b'"size": 7', b'"size": 9'), "(was the cassette edited?)"),
-        (lambda b: b.replace(b'"status": 200', b'"status": true'), "response.status: expected int"),
+        (
+            lambda b: b.replace(b'"method": "GET"', b'"method": 5'),
+            "interactions[0].request.method: expected `str`, got `int`",
+        ),
+        (lambda b: b.replace(b'"size": 5', b'"size": 9'), "response.body.size: expected 5, the length of the stored"),
+        (lambda b: b.replace(b'"status": 200', b'"status": true'), "response.status: expected `int`, got `bool`"),
+        (lambda b: b.replace(b'"status": 200,', b""), "response: object missing required field `status`"),
+        (lambda b: b.replace(b'"text": "plain"', b'"base64": "plain"'), "response.body.base64: expected valid base64"),
+        (lambda b: b.replace(b'"text"', b'"json_style": "x", "json"'), "response.body.json_style: expected one of"),
+        (lambda b: b.replace(b'"kind": "http"', b'"kind": "sql"'), "interactions[0].kind: expected a kind this"),
         (lambda b: b"\xff\xfe" + b, "not UTF-8"),
-        (lambda b: b"[]", "document: expected an object"),
+        (lambda b: b"[]", "document: expected `object`, got `array`"),
+        (lambda b: b.replace(b"1", b"NaN", 1), "not strict JSON"),
     ],
 )
 def test_corrupt_truncated_or_tampered_cassettes_are_named_errors(tmp_path: Path, mangle, message: str) -> None:
-    good = dump_cassette(cassette(interaction(request(), json_response({"n": 1}))), Compression.NONE)
-    assert b'"size": 7' in good  # the tamper cases below rely on the exact text
+    good = dump_cassette(
+        cassette(interaction(request(), HttpResponse(200, body=Body.of(b"plain")))), Compression.NONE
+    )
+    assert b'"size": 5' in good and b'"text": "plain"' in good  # the tamper cases below rely on the exact text
     path = _write(tmp_path, mangle(good))
     with pytest.raises(CassetteFormatError) as caught:
         load_cassette(path)
@@ -129,7 +140,7 @@ def test_encoding_is_indented_json_and_big_integers_survive() -> None:
     data = dump_cassette(original, Compression.NONE)
     assert data.startswith(b'{\n  "schema": 1,\n') and data.endswith(b"}\n")
     assert json.loads(data) == cassette_to_json(original)
-    assert cassette_from_json(json.loads(data)).interactions[0].response.body.data == big  # type: ignore[union-attr]
+    assert cassette_from_bytes(data).interactions[0].response.body.data == big  # type: ignore[union-attr]
 
 
 def test_cassettes_are_private_to_their_owner_and_leave_no_temp_files(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The pieces that make loading and replaying a large cassette cheap, and that they change no behaviour.
 
-Loading parses with orjson when that is safe and keeps structured JSON bodies as their parsed values until
-their bytes are first needed; the cassette's calls are grouped by request key once, and each replayed
+Loading decodes the file with msgspec and keeps structured JSON bodies as their raw JSON text until their
+bytes (or values) are first needed; the cassette's calls are grouped by request key once, and each replayed
 inbound request gets cursors over those groups. None of it is timed here (see benchmarks/replay_cost.py).
 """
 
@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 from tests.factories import cassette, interaction, json_response, request
-from timetracer_otel.cassette import codec, files
-from timetracer_otel.cassette.codec import cassette_from_json, cassette_to_json
+from timetracer_otel.cassette import codec, json_bodies
+from timetracer_otel.cassette.codec import cassette_from_bytes, cassette_to_json
 from timetracer_otel.cassette.files import dump_cassette, load_cassette
 from timetracer_otel.cassette.model import Body, Cassette, HttpRequest, HttpResponse
 from timetracer_otel.errors import CassetteFormatError, ReplayMismatchError
@@ -30,15 +30,17 @@ from timetracer_otel.replay.matching import http_key
 from timetracer_otel.replay.source import CassetteSource
 from timetracer_otel.settings import Compression, OnExhausted
 
-VALUE = {"id": 7, "name": "Zoë ✓", "tags": ["a", "b"], "price": 12.5, "nested": {"ok": True, "none": None}}
+# 1e-05 is written 0.00001 by orjson: with it, the standard library's styles are told apart from orjson's.
+VALUE = {"id": 7, "name": "Zoë ✓", "tags": ["a", "b"], "price": 12.5, "nested": {"ok": True, "none": None}, "e": 1e-05}
 STYLED = {
+    "orjson": orjson.dumps(VALUE),
     "compact": json.dumps(VALUE, separators=(",", ":"), ensure_ascii=False).encode(),
     "compact_ascii": json.dumps(VALUE, separators=(",", ":")).encode(),
     "spaced": json.dumps(VALUE, ensure_ascii=False).encode(),
     "spaced_ascii": json.dumps(VALUE).encode(),
     "indent2": json.dumps(VALUE, indent=2, ensure_ascii=False).encode(),
 }
-# Numbers orjson writes differently from json.dumps (or refuses): the quick length check cannot vouch for them.
+# Numbers orjson writes differently from json.dumps: stored in a standard library style.
 AWKWARD = b'{"small":1e-05,"large":1e+16,"tiny":5e-324,"max":1.7976931348623157e+308,"third":0.3333333333333333}'
 BIG_INTEGERS = [
     b'{"id":123456789012345678901234567890}',
@@ -81,44 +83,51 @@ def test_a_loaded_json_body_gives_back_exactly_the_recorded_bytes(tmp_path: Path
     assert (body.truncated, body.complete, body.content_coding) == (False, True, None)
 
 
-def test_compact_json_bodies_are_rendered_on_first_use_only(tmp_path: Path) -> None:
-    data = STYLED["compact"]
+@pytest.mark.parametrize("style", list(STYLED))
+def test_json_bodies_are_parsed_and_rendered_on_first_use_only(tmp_path: Path, style: str) -> None:
+    data = STYLED[style]
     body = _round_trip(tmp_path, _with_bodies(data)).interactions[0].response.body  # type: ignore[union-attr]
     assert body is not None
-    assert body.unrendered_json() == (VALUE,)  # still the parsed value after loading
+    assert body.unrendered_json() == (VALUE,)  # still the stored JSON after loading
     assert body.data == data
     assert body.unrendered_json() is None  # rendered once, then plain bytes
     assert body.data is body.data
 
 
-def test_bodies_whose_quick_length_check_cannot_vouch_are_rendered_and_checked_at_load(tmp_path: Path) -> None:
-    assert len(orjson.dumps(json.loads(AWKWARD))) != len(AWKWARD)  # why they take the exact path
+def test_numbers_orjson_writes_differently_round_trip_exactly(tmp_path: Path) -> None:
+    assert orjson.dumps(json.loads(AWKWARD)) != AWKWARD  # why they take a standard library style
+    assert codec.encode_body(Body.of(AWKWARD))["json_style"] == "compact"
     body = _round_trip(tmp_path, _with_bodies(AWKWARD)).interactions[0].response.body  # type: ignore[union-attr]
-    assert body is not None and body.unrendered_json() is None
-    assert body.data == AWKWARD
+    assert body is not None and body.data == AWKWARD
 
 
 def test_a_deferred_body_whose_size_is_wrong_fails_when_used() -> None:
-    render = codec._RENDERERS["compact"]
-    body = Body.from_json({"a": 1}, render, 99, source="c.json")
+    style = json_bodies.STYLES["compact"]
+    body = Body.from_json(b'{"a": 1}', style, 99, source="c.json")
     with pytest.raises(CassetteFormatError, match=r"c\.json: a JSON body renders to 7 bytes but its size says 99"):
         _ = body.data
-    truncated = Body.from_json({"a": 1}, render, 99, truncated=True)
+    truncated = Body.from_json(b'{"a": 1}', style, 99, truncated=True)
     assert truncated.data == b'{"a":1}' and truncated.size == 99
+    broken = Body.from_json(b'{"a": ', style, 6, source="c.json")
+    with pytest.raises(CassetteFormatError, match=r"c\.json: a JSON body cannot be rendered in style compact"):
+        _ = broken.data
 
 
-def test_an_edited_size_is_still_caught_at_load_for_every_style(tmp_path: Path) -> None:
+def test_an_edited_size_or_value_is_caught_when_the_body_is_used_for_every_style(tmp_path: Path) -> None:
     for style, data in STYLED.items():
         document = cassette_to_json(_with_bodies(data))
         document["interactions"][0]["response"]["body"]["size"] += 1
+        document["interactions"][0]["request"]["body"]["json"]["id"] = 8
         path = tmp_path / f"{style}.json"
         path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-        with pytest.raises(CassetteFormatError, match=r"response\.body\.size: expected \d+, the length of the"):
-            load_cassette(path)
+        loaded = load_cassette(path)  # checked lazily: loading never renders a JSON body
+        with pytest.raises(CassetteFormatError, match=r"renders to \d+ bytes but its size says \d+ \(was the cas"):
+            _ = loaded.interactions[0].response.body.data  # type: ignore[union-attr]
+        assert loaded.interactions[0].request.body.data == data.replace(b"7", b"8", 1)  # type: ignore[union-attr]
 
 
 def test_bodies_stay_immutable_and_pickle_like_values() -> None:
-    body = Body.from_json([1, 2], codec._RENDERERS["compact"], 5)
+    body = Body.from_json(b"[1, 2]", json_bodies.STYLES["compact"], 5)
     with pytest.raises(AttributeError):
         body.size = 3  # type: ignore[misc]
     assert pickle.loads(pickle.dumps(body)) == Body.of(b"[1,2]")
@@ -138,26 +147,26 @@ def test_integers_beyond_64_bits_load_exactly(tmp_path: Path, data: bytes) -> No
     loaded = _round_trip(tmp_path, _with_bodies(data))
     assert loaded.interactions[0].response.body.data == data  # type: ignore[union-attr]
     assert loaded.interactions[0].request.body.data == data  # type: ignore[union-attr]
-    assert files._parse_json(data) == json.loads(data)  # ints compare exactly with ints, never with floats
+    assert json_bodies.parse_json(data) == json.loads(data)  # ints compare exactly with ints, never with floats
 
 
 def test_big_integers_anywhere_in_the_file_use_the_exact_parser(tmp_path: Path) -> None:
     big = 2**70 + 1  # not a float exactly
     text = json.dumps({"a": [1.5, {"b": big}], "c": -big}).encode()
-    assert files._parse_json(text) == {"a": [1.5, {"b": big}], "c": -big}
+    assert json_bodies.parse_json(text) == {"a": [1.5, {"b": big}], "c": -big}
     assert orjson.loads(text) != json.loads(text)  # what the scan protects against
 
 
 def test_what_orjson_refuses_falls_back_to_the_standard_library() -> None:
-    parsed = files._parse_json(b'{"a": NaN, "b": "\\ud800"}')
+    parsed = json_bodies.parse_json(b'{"a": NaN, "b": "\\ud800"}')
     assert isinstance(parsed, dict) and math.isnan(parsed["a"]) and parsed["b"] == "\ud800"
-    assert files._parse_json(b'\xef\xbb\xbf{"bom": 1}') == {"bom": 1}
+    assert json_bodies.parse_json(b'\xef\xbb\xbf{"bom": 1}') == {"bom": 1}
     with pytest.raises(json.JSONDecodeError) as caught:
-        files._parse_json(b'{\n  "a": 1,\n  "b": ')
+        json_bodies.parse_json(b'{\n  "a": 1,\n  "b": ')
     assert type(caught.value) is json.JSONDecodeError and (caught.value.lineno, caught.value.colno) == (3, 8)
 
 
-def test_large_documents_and_long_digit_runs_never_reach_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_long_digit_runs_never_reach_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
     class Refuses:
         JSONDecodeError = orjson.JSONDecodeError
 
@@ -165,12 +174,10 @@ def test_large_documents_and_long_digit_runs_never_reach_orjson(monkeypatch: pyt
         def loads(data: bytes) -> object:
             raise AssertionError("orjson used")
 
-    monkeypatch.setattr(files, "orjson", Refuses)
-    assert files._parse_json(b'{"id": "1234567890123456789"}') == {"id": "1234567890123456789"}  # in a string too
-    monkeypatch.setattr(files, "_ORJSON_MAX_BYTES", 10)
-    assert files._parse_json(b'{"a": [1, 2, 3]}') == {"a": [1, 2, 3]}
+    monkeypatch.setattr(json_bodies, "orjson", Refuses)
+    assert json_bodies.parse_json(b'{"id": "1234567890123456789"}') == {"id": "1234567890123456789"}  # in a string
     with pytest.raises(AssertionError, match="orjson used"):
-        files._parse_json(b"[1]")
+        json_bodies.parse_json(b"[1]")
 
 
 def test_orjson_reads_every_float_as_the_standard_library_does() -> None:
@@ -182,7 +189,7 @@ def test_orjson_reads_every_float_as_the_standard_library_does() -> None:
     assert [struct.pack("<d", x) for x in orjson.loads(text)] == [struct.pack("<d", x) for x in json.loads(text)]
 
 
-# -- the two decoders ---------------------------------------------------------------------------------------
+# -- decoding -----------------------------------------------------------------------------------------------
 
 
 def _rich() -> Cassette:
@@ -196,26 +203,23 @@ def _rich() -> Cassette:
     )
 
 
-def test_the_fast_decoder_accepts_a_normal_cassette_and_agrees_with_the_checked_one() -> None:
+def test_every_field_of_a_rich_cassette_decodes_back() -> None:
+    assert cassette_from_bytes(json.dumps(cassette_to_json(_rich())).encode()) == _rich()
+    assert cassette_from_bytes(dump_cassette(_rich(), Compression.NONE)) == _rich()
     document = orjson.loads(dump_cassette(_rich(), Compression.NONE))
-    fast = codec._decode_fast(document, None)  # raises if it gave up
-    assert fast == codec._decode_checked(document, None) == cassette_from_json(document)
-    assert fast == _rich()
+    document["interactions"][0]["from_a_newer_writer"] = {"ignored": True}
+    assert cassette_from_bytes(orjson.dumps(document)) == _rich()
 
 
-def test_documents_the_fast_decoder_refuses_still_decode_or_fail_with_a_named_error() -> None:
+def test_a_wrong_field_deep_in_a_cassette_is_named_with_its_path() -> None:
     document = orjson.loads(dump_cassette(_rich(), Compression.NONE))
-
-    class Text(str):
-        pass
-
-    document["interactions"][0]["library"] = Text("httpx")  # a str subclass: only the checked decoder takes it
-    with pytest.raises(codec._GiveUp):
-        codec._decode_fast(document, None)
-    assert cassette_from_json(document) == _rich()
     document["interactions"][1]["response"]["headers"] = [["a", "b", "c"]]
-    with pytest.raises(CassetteFormatError, match=r"interactions\[1\]\.response\.headers\[0\]: expected a \[name"):
-        cassette_from_json(document, source="x.json")
+    with pytest.raises(CassetteFormatError, match=r"x\.json: interactions\[1\]\.response\.headers\[0\]: expected `ar"):
+        cassette_from_bytes(orjson.dumps(document), source="x.json")
+    document = orjson.loads(dump_cassette(_rich(), Compression.NONE))
+    document["interactions"][2]["request"]["body"]["text"] = "also"
+    with pytest.raises(CassetteFormatError, match=r"interactions\[2\]\.request\.body\.json\|text\|base64: exp"):
+        cassette_from_bytes(orjson.dumps(document))
 
 
 # -- request keys from parsed values ------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from timetracer_otel.cassette.codec import _JSON_STYLES, cassette_to_json
+from timetracer_otel.cassette.codec import cassette_to_json
 from timetracer_otel.cassette.files import dump_cassette
+from timetracer_otel.cassette.json_bodies import STYLES
 from timetracer_otel.cassette.model import (
     Body,
     Cassette,
@@ -82,7 +83,7 @@ def test_cassette_schema_returns_a_fresh_copy() -> None:
 
 
 def test_json_styles_match_the_codec() -> None:
-    assert cassette_schema()["$defs"]["body"]["properties"]["json_style"]["enum"] == list(_JSON_STYLES)
+    assert cassette_schema()["$defs"]["body"]["properties"]["json_style"]["enum"] == list(STYLES)
 
 
 # Each case names the body form the codec must pick, so a change of form shows up here as well.

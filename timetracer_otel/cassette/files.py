@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from timetracer_otel.cassette.codec import cassette_from_json, cassette_to_json
-from timetracer_otel.cassette.model import Cassette
+from timetracer_otel.cassette.codec import cassette_from_bytes, cassette_to_json
+from timetracer_otel.cassette.model import Cassette, HttpRequest, HttpResponse
 from timetracer_otel.errors import CassetteFormatError, CassetteNotFoundError
 from timetracer_otel.settings import Compression
 
@@ -80,28 +80,13 @@ def _decompress(raw: bytes, path: Path) -> bytes:
     return raw
 
 
-#: Every decimal digit as "0", so a run of them is one substring search away.
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-#: orjson reads an integer beyond 64 bits as a float, silently; the shortest such run is 19 digits
-#: (-9223372036854775809). Floats and ids with 19 digits in a row only cost the slower parser.
-_LONG_DIGIT_RUN = b"0" * 19
-#: orjson briefly needs about 14 times the document's size in memory (json.loads about 3.5 times) and saves
-#: only ~15% of the parsing time on a large cassette: beyond this size it is not worth the memory.
-_ORJSON_MAX_BYTES = 8 * 1024 * 1024
+def load_cassette(path: str | Path, *, check_bodies: bool = False) -> Cassette:
+    """Read one cassette file (plain, gzip or zstd, told apart by content, not name).
 
-
-def _parse_json(data: bytes) -> object:
-    """``json.loads(data)``, ~15% faster: with orjson when it gives the same result (nearly always)."""
-    if len(data) <= _ORJSON_MAX_BYTES and _LONG_DIGIT_RUN not in data.translate(_DIGITS_AS_ZERO):
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass  # the standard library accepts more (NaN, a byte-order mark) or says where and why it cannot
-    return json.loads(data)
-
-
-def load_cassette(path: str | Path) -> Cassette:
-    """Read one cassette file (plain, gzip or zstd, told apart by content, not name)."""
+    A body stored as structured JSON is parsed, rendered and checked against its size when it is first used
+    (most never are in replay); ``check_bodies=True`` does that for every body now, so a tampered body fails
+    here rather than later.
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -109,17 +94,26 @@ def load_cassette(path: str | Path) -> Cassette:
         raise CassetteNotFoundError(path) from None
     except IsADirectoryError:
         raise CassetteFormatError(path, "is a directory; pass a cassette file") from None
-    data = _decompress(raw, path)
-    try:
-        document = _parse_json(data)
-    except UnicodeDecodeError as exc:
-        raise CassetteFormatError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except json.JSONDecodeError as exc:
-        hint = " (the file ends early: truncated?)" if exc.pos >= len(data.rstrip()) else ""
-        raise CassetteFormatError(
-            path, f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}{hint}"
-        ) from exc
-    return cassette_from_json(document, source=str(path))
+    cassette = cassette_from_bytes(_decompress(raw, path), source=str(path))
+    if check_bodies:
+        _check_bodies(cassette, path)
+    return cassette
+
+
+def _check_bodies(cassette: Cassette, path: Path) -> None:
+    messages: list[tuple[str, HttpRequest | HttpResponse | None]] = [
+        ("request", cassette.request),
+        ("response", cassette.response),
+    ]
+    for n, interaction in enumerate(cassette.interactions):
+        where = f"interactions[{n}]"
+        messages += ((f"{where}.request", interaction.request), (f"{where}.response", interaction.response))
+    for where, message in messages:
+        if message is not None and message.body is not None:
+            try:
+                _ = message.body.data
+            except CassetteFormatError as exc:
+                raise CassetteFormatError(path, f"{where}.body: {exc.problem}") from None
 
 
 def iter_cassette_files(directory: str | Path) -> Iterator[Path]:

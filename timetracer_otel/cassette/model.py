@@ -6,12 +6,15 @@ file lives in :mod:`timetracer_otel.cassette.files`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from timetracer_otel.cassette.json_bodies import parse_json
 from timetracer_otel.errors import CassetteFormatError
+
+if TYPE_CHECKING:
+    from timetracer_otel.cassette.json_bodies import JsonStyle
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -43,8 +46,8 @@ class Body:
     An immutable value that behaves like a frozen dataclass of ``data``, ``size``, ``truncated``, ``complete``
     and ``content_coding`` (construction, ``==``, ``hash``, ``repr``, pickling; assigning a field raises
     ``AttributeError``). It is written by hand so that a body loaded from a cassette as structured JSON can
-    produce its bytes on first use (see :meth:`from_json`): most recorded bodies are never read, and rendering
-    them all made loading slow.
+    produce its bytes on first use (see :meth:`from_json`): most recorded bodies are never read, and parsing
+    and rendering them all made loading slow.
     """
 
     # Read-only properties over private slots rather than a __setattr__ that refuses: assigning the slots
@@ -53,8 +56,8 @@ class Body:
     __match_args__ = ("data", "size", "truncated", "complete", "content_coding")
 
     _data: bytes | None
-    #: ``(render, value, source)`` until ``data`` is first read: ``data == render(value)``.
-    _pending: tuple[Callable[[Any], bytes], Any, str | None] | None
+    #: ``(style, stored JSON text, source)`` until ``data`` is first read.
+    _pending: tuple[JsonStyle, bytes, str | None] | None
 
     def __init__(
         self,
@@ -96,8 +99,8 @@ class Body:
     @classmethod
     def from_json(
         cls,
-        value: Any,
-        render: Callable[[Any], bytes],
+        stored: bytes,
+        style: JsonStyle,
         size: int,
         *,
         truncated: bool = False,
@@ -105,16 +108,16 @@ class Body:
         content_coding: str | None = None,
         source: str | None = None,
     ) -> Body:
-        """A body stored as parsed JSON whose bytes are ``render(value)``, rendered on first access of
-        :attr:`data` and then kept (``value`` is dropped then).
+        """A body stored as structured JSON: ``stored`` is its value as JSON text (as the cassette has it, so
+        indented), and its bytes are ``style.render`` of that value. Neither is parsed nor rendered until
+        :attr:`data` is first read; the bytes are kept then.
 
         Unless ``truncated``, the rendered length must equal ``size``; if it does not, reading ``data`` raises
-        :class:`~timetracer_otel.errors.CassetteFormatError` naming ``source`` (the loader checks what it can
-        cheaply before it defers, so this is a last line of defence against edited cassettes).
+        :class:`~timetracer_otel.errors.CassetteFormatError` naming ``source``.
         """
         body = cls.__new__(cls)
         body._data = None
-        body._pending = (render, value, source)
+        body._pending = (style, stored, source)
         body._size = size
         body._truncated = truncated
         body._complete = complete
@@ -127,10 +130,10 @@ class Body:
         return data if data is not None else self._render()
 
     def unrendered_json(self) -> tuple[Any] | None:
-        """``(value,)`` while this body is still held as the parsed JSON given to :meth:`from_json`, i.e.
-        ``json.loads(self.data)`` would give back ``value``; None once it is bytes (or always was)."""
+        """``(value,)`` while this body is still held as the structured JSON given to :meth:`from_json`
+        (``json.loads(self.data)`` would give back ``value``); None once it is bytes (or always was)."""
         pending = self._pending
-        return None if pending is None else (pending[1],)
+        return None if pending is None else (parse_json(pending[1]),)
 
     def _render(self) -> bytes:
         pending = self._pending
@@ -138,14 +141,17 @@ class Body:
             data = self._data
             assert data is not None
             return data
-        render, value, source = pending
-        data = render(value)
+        style, stored, source = pending
+        try:
+            data = style.render(parse_json(stored))
+        except (TypeError, ValueError) as exc:  # malformed JSON, or a value the style cannot write
+            raise CassetteFormatError(source, f"a JSON body cannot be rendered in style {style.name} ({exc})") from None
         if not self.truncated and len(data) != self.size:
             raise CassetteFormatError(
                 source,
                 f"a JSON body renders to {len(data)} bytes but its size says {self.size} (was the cassette edited?)",
             )
-        self._data = data  # before dropping the value: a concurrent reader finds one or the other
+        self._data = data  # before dropping the pending form: a concurrent reader finds one or the other
         self._pending = None
         return data
 
@@ -254,3 +260,4 @@ class Cassette:
     error: RecordedError | None = None
     interactions: tuple[Interaction, ...] = ()
     spans: tuple[SpanSummary, ...] = field(default=())
+

@@ -47,7 +47,7 @@ def _load_all(directory: Path) -> tuple[list[_Entry], list[tuple[Path, str]]]:
         raise CliError(f"no cassettes at {directory}") from None
     for path in paths:
         try:
-            cassette = load_cassette(path)
+            cassette = load_cassette(path, check_bodies=True)
         except CassetteError as exc:
             skipped.append((path, exc.problem))
         except OSError as exc:  # unreadable (permissions, I/O): one bad file must not hide the rest

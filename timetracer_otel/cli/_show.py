@@ -23,7 +23,7 @@ _EVENT_RIGHT = frozenset({0, 1, 2})
 
 def _read(path: Path) -> Cassette:
     try:
-        return load_cassette(path)
+        return load_cassette(path, check_bodies=True)
     except CassetteError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:  # permissions and I/O errors read as one line too, not a traceback
