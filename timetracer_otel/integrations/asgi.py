@@ -42,6 +42,10 @@ _SERVING: contextvars.ContextVar[tuple[Scope, RequestState] | None] = contextvar
 )
 
 
+#: What :func:`inbound_request` and the response read from a scope.
+_SCOPE_KEYS = ("method", "scheme", "server", "root_path", "path", "query_string", "headers", "http_version", "route")
+
+
 def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
     return tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw or ())
 
@@ -88,14 +92,14 @@ class _ResponseCapture:
         self.headers: Any = ()
         self.body = BodyBuffer(limit, owner)
 
-    def response(self, scope: Scope) -> HttpResponse | None:
+    def response(self, http_version: str | None) -> HttpResponse | None:
         if self.status is None:
             return None
         return HttpResponse(
             status=self.status,
             headers=_headers(self.headers),
             body=self.body.to_body(),
-            http_version=scope.get("http_version"),
+            http_version=http_version,
         )
 
 
@@ -188,7 +192,7 @@ class AsgiIntegration(Integration):
         if not _has_body(scope):
             request_body.close()  # nothing to read: the app may rightly never call receive()
         captured = _ResponseCapture(limit, recording)
-        recording.response = lambda: captured.response(scope)
+        recording.response = lambda: captured.response(scope.get("http_version"))
 
         async def tee_receive() -> Message:
             message = await receive()
@@ -217,6 +221,12 @@ class AsgiIntegration(Integration):
             raise
         finally:
             _SERVING.reset(token)
+            # From here on keep only what the cassette needs, not the scope: it holds the app's whole request
+            # graph, which would otherwise live on into the garbage collector's oldest generation.
+            parts = {key: scope[key] for key in _SCOPE_KEYS if key in scope}
+            http_version = parts.get("http_version")
+            recording.request = lambda: inbound_request(parts, request_body.to_body())
+            recording.response = lambda: captured.response(http_version)
             recorder.finish(recording)
 
     async def _replay(self, wrapped: Any, scope: Scope, receive: Receive, send: Send) -> Any:

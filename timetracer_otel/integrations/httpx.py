@@ -132,15 +132,13 @@ class HttpxIntegration(Integration):
             def request_body() -> Any:
                 return buffer.to_body()
 
+        # Only the parts, not the request: keeping httpx's request and response graphs alive until the
+        # cassette is written would push them into the garbage collector's oldest generation.
+        method, url, headers = request.method, request.url, request.headers
         call = PendingCall(
             "http",
             self.name,
-            lambda: HttpRequest(
-                method=request.method,
-                url=str(request.url),
-                headers=tuple(request.headers.multi_items()),
-                body=request_body(),
-            ),
+            lambda: HttpRequest(method=method, url=str(url), headers=tuple(headers.multi_items()), body=request_body()),
         )
         recording.add_call(call)
         return call
@@ -150,13 +148,15 @@ class HttpxIntegration(Integration):
     ) -> httpx.Response:
         buffer = BodyBuffer(self.settings.max_body_bytes, recording)
         response.stream = _TeeStream(response.stream, buffer)
+        status, headers, extensions = response.status_code, response.headers, response.extensions
+        reason, version = extensions.get("reason_phrase"), extensions.get("http_version")
         call.succeeded(
             lambda: HttpResponse(
-                status=response.status_code,
-                headers=tuple(response.headers.multi_items()),
-                body=buffer.to_body(content_coding=response.headers.get("content-encoding")),
-                reason=_text(response.extensions.get("reason_phrase")),
-                http_version=_text(response.extensions.get("http_version")),
+                status=status,
+                headers=tuple(headers.multi_items()),
+                body=buffer.to_body(content_coding=headers.get("content-encoding")),
+                reason=_text(reason),
+                http_version=_text(version),
             )
         )
         return response

@@ -116,6 +116,10 @@ class PendingCall:
 SpanTuple = tuple[str, str, int, int | None, int, int]
 
 
+def _RELEASED() -> HttpRequest:
+    raise RuntimeError("this recording was written and released")
+
+
 class RequestRecording:
     """Everything captured for one inbound request."""
 
@@ -171,11 +175,16 @@ class RequestRecording:
         self._budget.used += size
 
     def release(self) -> None:
-        """Once written: give back the bytes, and drop what was captured so it is freed right away."""
+        """Once written: give back the bytes, and drop what was captured so it is freed right away.
+
+        The materializers close over buffers that point back here: left in place, they would make each
+        request a reference cycle that only the garbage collector's slowest generation frees.
+        """
         self._budget.used -= self.buffered
         self.buffered = 0
         self.calls = []
         self.spans = []
+        self.request = _RELEASED
         self.response = None
 
     def add_call(self, call: PendingCall) -> bool:
