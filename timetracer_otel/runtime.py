@@ -66,7 +66,7 @@ class Runtime:
         settings = self.settings
         if settings.mode is Mode.RECORD:
             _check_compression(settings)
-            self.recorder = Recorder(settings, ProcessFileExporter(settings.directory))
+            self.recorder = Recorder(settings, ProcessFileExporter(settings.directory, settings.compression))
             if provider is not None:
                 provider.add_span_processor(self.recorder.tracker)
             if not _Installed.flushes_on_sigterm:

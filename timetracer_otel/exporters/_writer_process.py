@@ -1,9 +1,8 @@
-"""The writer process: stores the cassettes its parent sends, so file I/O never competes for the app's GIL.
+"""The writer process: encodes and stores the cassettes its parent sends, off the app's GIL.
 
-Run as ``python -m timetracer_otel.exporters._writer_process DIRECTORY``. Reads frames on stdin:
-``W`` + path length (4 bytes) + data length (8 bytes) + path + data, or ``A`` (acknowledge). For each ``A`` it
-answers on stdout with ``<written> <failed>\\n`` for the frames since the previous ``A``. Errors are logged to
-stderr, which is the app's.
+Run as ``python -m timetracer_otel.exporters._writer_process DIRECTORY COMPRESSION``; reads the frames of
+``_framing`` on stdin and, for each ``A``, answers on stdout with ``<written> <failed>\\n`` for the cassettes
+since the previous ``A``. Errors are logged to stderr, which is the app's.
 """
 
 from __future__ import annotations
@@ -13,8 +12,12 @@ import logging
 import sys
 from typing import BinaryIO
 
-from timetracer_otel.exporters._framing import HEADER
+from timetracer_otel.cassette.model import Cassette
+from timetracer_otel.exporters._framing import LENGTH, decode_cassette
 from timetracer_otel.exporters.file import FileExporter
+from timetracer_otel.settings import Compression
+
+logger = logging.getLogger("timetracer.record")
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:
@@ -24,22 +27,26 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
-def serve(directory: str, incoming: BinaryIO, outgoing: BinaryIO) -> None:
-    exporter = FileExporter(directory)
-    batch: list[tuple[str, bytes]] = []
+def serve(exporter: FileExporter, incoming: BinaryIO, outgoing: BinaryIO) -> None:
+    batch: list[Cassette] = []
+    undecodable = 0
     while kind := incoming.read(1):
         if kind == b"A":
             written, failed = exporter.store_batch(batch)
-            batch = []
-            outgoing.write(f"{written} {failed}\n".encode())
+            outgoing.write(f"{written} {failed + undecodable}\n".encode())
             outgoing.flush()
+            batch, undecodable = [], 0
             continue
-        path_size, data_size = HEADER.unpack(_read_exactly(incoming, HEADER.size))
-        path = _read_exactly(incoming, path_size).decode("utf-8")
-        batch.append((path, _read_exactly(incoming, data_size)))
+        (size,) = LENGTH.unpack(_read_exactly(incoming, LENGTH.size))
+        frame = _read_exactly(incoming, size)
+        try:
+            batch.append(decode_cassette(frame))
+        except Exception:
+            undecodable += 1
+            logger.exception("timetracer: the writer process could not decode a cassette")
 
 
 if __name__ == "__main__":
     logging.basicConfig(format="%(message)s")
     with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
-        serve(sys.argv[1], sys.stdin.buffer, sys.stdout.buffer)
+        serve(FileExporter(sys.argv[1], Compression(sys.argv[2])), sys.stdin.buffer, sys.stdout.buffer)

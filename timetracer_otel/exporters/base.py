@@ -3,14 +3,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from timetracer_otel.cassette.model import Cassette
+
 __all__ = ["Exporter"]
 
 
 class Exporter(Protocol):
-    """Stores encoded cassettes. Called only from the writer thread, never on a request path."""
+    """Encodes and stores finished cassettes. Called only from the writer thread, never on a request path."""
 
-    def store_batch(self, items: Sequence[tuple[str, bytes]]) -> tuple[int, int]:
-        """Store each ``(relative_path, data)`` (POSIX path, no ``..``) without replacing anything.
+    def store_batch(self, cassettes: Sequence[Cassette]) -> tuple[int, int]:
+        """Encode and store each cassette without replacing anything already stored.
 
         Returns how many were stored and how many failed; failures are logged, never raised.
         """

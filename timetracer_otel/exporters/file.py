@@ -6,6 +6,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from timetracer_otel.cassette.files import cassette_relative_path, dump_cassette
+from timetracer_otel.cassette.model import Cassette
+from timetracer_otel.settings import Compression
+
 __all__ = ["FileExporter"]
 
 logger = logging.getLogger("timetracer.record")
@@ -15,15 +19,17 @@ _MODE = 0o600
 
 
 class FileExporter:
-    """Writes cassettes below a directory, atomically, never replacing an existing file.
+    """Writes cassettes below a directory as ``YYYY-MM-DD/METHOD__route__id.json[.gz|.zst]``, atomically,
+    never replacing an existing file.
 
     Each cassette is written to a temporary file and then linked to its name, so a reader never sees half a
     cassette and an existing file is never replaced. Files are not fsync'ed one by one (that costs the app a
     GIL hand-off per syscall under load): a crash of the process loses nothing written, a power loss may.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, compression: Compression = Compression.NONE) -> None:
         self.directory = Path(directory)
+        self.compression = compression
         self._made: set[Path] = set()
         self._temp_names = itertools.count()
 
@@ -34,6 +40,8 @@ class FileExporter:
         return self.directory.joinpath(*relative.parts)
 
     def store(self, relative_path: str, data: bytes) -> str:
+        """Write ``data`` at ``relative_path`` (POSIX, inside the directory) or, if taken, a numbered variant
+        of it; return the path written."""
         target = self._target(relative_path)
         if target.parent not in self._made:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -60,14 +68,15 @@ class FileExporter:
         finally:
             os.unlink(temp)
 
-    def store_batch(self, items: Sequence[tuple[str, bytes]]) -> tuple[int, int]:
+    def store_batch(self, cassettes: Sequence[Cassette]) -> tuple[int, int]:
         written = failed = 0
-        for path, data in items:
+        for cassette in cassettes:
             try:
-                self.store(path, data)
+                data = dump_cassette(cassette, self.compression)
+                self.store(cassette_relative_path(cassette, self.compression), data)
             except Exception:
                 failed += 1
-                logger.exception("timetracer: could not write cassette %s", path)
+                logger.exception("timetracer: could not write cassette %s", cassette.metadata.id)
             else:
                 written += 1
         return written, failed

@@ -1,8 +1,9 @@
-"""Hands encoded cassettes to a writer process, a batch per pipe write.
+"""Hands cassettes to a writer process, a batch per pipe write, which encodes and stores them.
 
 Every file syscall made from a thread of the app's process has to win the GIL back from the app's threads,
-which under load costs milliseconds per call and slows every request. A separate process pays none of that:
-the app's process makes one pipe write per batch and reads one short acknowledgement.
+which under load costs milliseconds per call and slows every request, and encoding a cassette as JSON holds
+that GIL too. A separate process pays none of that: the app's process serialises each cassette to
+MessagePack (a few microseconds, in C), makes one pipe write per batch and reads one short acknowledgement.
 
 If the writer process dies between batches a new one is started (at most ``_RESTARTS`` times). If it cannot
 start, or dies with a batch it did not acknowledge, that batch and all later ones are written from this
@@ -18,8 +19,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from timetracer_otel.exporters._framing import HEADER
+from timetracer_otel.cassette.model import Cassette
+from timetracer_otel.exporters._framing import LENGTH, encode_cassette
 from timetracer_otel.exporters.file import FileExporter
+from timetracer_otel.settings import Compression
 
 __all__ = ["ProcessFileExporter"]
 
@@ -40,32 +43,33 @@ def _child_environment() -> dict[str, str]:
 class ProcessFileExporter:
     """Writes batches of cassettes through a writer process; see the module docstring."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, compression: Compression = Compression.NONE) -> None:
         self.directory = Path(directory)
-        self._fallback = FileExporter(directory)
+        self.compression = compression
+        self._fallback = FileExporter(directory, compression)
         self._process: subprocess.Popen[bytes] | None = None
         self._pid = os.getpid()
         self._broken = False
         self._restarts = 0
 
-    def store_batch(self, items: Sequence[tuple[str, bytes]]) -> tuple[int, int]:
-        """Store ``(relative_path, data)`` pairs; return how many were written and how many failed."""
+    def store_batch(self, cassettes: Sequence[Cassette]) -> tuple[int, int]:
+        """Encode and store each cassette; return how many were written and how many failed."""
         process = self._writer()
         if process is not None:
             try:
-                return self._send(process, items)
+                return self._send(process, cassettes)
             except (OSError, ValueError, EOFError):
                 logger.exception("timetracer: the writer process stopped; writing cassettes in-process")
                 self._broken = True
                 self._stop()
-        return self._fallback.store_batch(items)
+        return self._fallback.store_batch(cassettes)
 
-    def _send(self, process: subprocess.Popen[bytes], items: Sequence[tuple[str, bytes]]) -> tuple[int, int]:
+    def _send(self, process: subprocess.Popen[bytes], cassettes: Sequence[Cassette]) -> tuple[int, int]:
         assert process.stdin is not None and process.stdout is not None
         frames = bytearray()
-        for path, data in items:
-            encoded = path.encode("utf-8")
-            frames += b"W" + HEADER.pack(len(encoded), len(data)) + encoded + data
+        for cassette in cassettes:
+            data = encode_cassette(cassette)
+            frames += b"C" + LENGTH.pack(len(data)) + data
         frames += b"A"
         process.stdin.write(frames)
         process.stdin.flush()
@@ -92,7 +96,13 @@ class ProcessFileExporter:
         if self._process is None:
             try:
                 self._process = subprocess.Popen(
-                    [sys.executable, "-m", "timetracer_otel.exporters._writer_process", str(self.directory)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "timetracer_otel.exporters._writer_process",
+                        str(self.directory),
+                        self.compression.value,
+                    ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     env=_child_environment(),

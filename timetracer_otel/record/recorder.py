@@ -1,8 +1,9 @@
 """Admits requests for recording, waits for them to settle, and writes their cassettes off the request path.
 
 Request path: :meth:`Recorder.admit` (a few comparisons) and :meth:`Recorder.finish` (one deque append).
-Writer thread: settling (quiet period, hard timeout), assembling the :class:`Cassette`, encoding, compressing,
-and handing the bytes to the exporter. Nothing here ever raises into the app: failures are logged and counted.
+Writer thread: settling (quiet period, hard timeout), assembling the :class:`Cassette` and handing batches of
+them to the exporter, which encodes and stores them (the default one in a writer process, off the app's GIL).
+Nothing here ever raises into the app: failures are logged and counted.
 
 The writer works in batches on a fixed tick rather than being woken per request: every wake-up is a GIL
 hand-off that the app's threads pay for, so its cost must not grow with the request rate.
@@ -24,7 +25,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from timetracer_otel._version import __version__
-from timetracer_otel.cassette.files import cassette_relative_path, dump_cassette
 from timetracer_otel.cassette.model import (
     Cassette,
     HttpRequest,
@@ -87,8 +87,8 @@ class Recorder:
         self._settled: deque[RequestRecording] = deque()
         self._flushes: deque[_Flush] = deque()
         self._wake = threading.Event()
-        #: Encoded cassettes waiting for the exporter: one hand-off per writer tick.
-        self._batch: list[tuple[str, bytes]] = []
+        #: Cassettes waiting for the exporter: one hand-off per writer tick.
+        self._batch: list[Cassette] = []
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._stopped = False
@@ -198,11 +198,11 @@ class Recorder:
             flushes = []
             while self._flushes:
                 flushes.append(self._flushes.popleft())
-            waiting = self._encode_settled(waiting, everything=bool(flushes))
+            waiting = self._write_settled(waiting, everything=bool(flushes))
             if flushes:
                 for recording in list(self._pending.values()):
                     if recording.done:
-                        self._encode(recording)
+                        self._write(recording)
             if time.monotonic() >= next_scan:
                 next_scan = time.monotonic() + _SCAN_INTERVAL
                 self._expire()
@@ -222,19 +222,19 @@ class Recorder:
         self.stats.written += written
         self.stats.write_errors += failed
 
-    def _encode_settled(self, waiting: list[RequestRecording], everything: bool) -> list[RequestRecording]:
-        """Encode the requests that stayed quiet for the quiet period; return those still waiting."""
+    def _write_settled(self, waiting: list[RequestRecording], everything: bool) -> list[RequestRecording]:
+        """Write the requests that stayed quiet for the quiet period; return those still waiting."""
         now = time.monotonic()
         still_waiting = []
         for recording in waiting:
             if recording.finalized:
                 continue
             if everything:
-                self._encode(recording)
+                self._write(recording)
             elif recording.open_spans > 0:
                 continue  # a late span started; its end settles the request again
             elif now - recording.last_activity >= self.settings.quiet_period:
-                self._encode(recording)
+                self._write(recording)
             else:
                 still_waiting.append(recording)
         return still_waiting
@@ -244,9 +244,10 @@ class Recorder:
         wall = time.time()
         for recording in list(self._pending.values()):
             if wall - recording.started_at > limit and not recording.finalized:
-                self._encode(recording, incomplete=True)
+                self._write(recording, incomplete=True)
 
-    def _encode(self, recording: RequestRecording, incomplete: bool = False) -> None:
+    def _write(self, recording: RequestRecording, incomplete: bool = False) -> None:
+        """Assemble the request's cassette into the batch for the exporter, and release what it captured."""
         if recording.finalized:
             return
         recording.finalized = True
@@ -261,13 +262,7 @@ class Recorder:
             recording.release()  # also drops its references, so no cycle outlives the request
         if cassette is None:
             return
-        try:
-            data = dump_cassette(cassette, self.settings.compression)
-        except Exception:
-            self.stats.write_errors += 1
-            logger.exception("timetracer: could not encode cassette %s", cassette.metadata.id)
-            return
-        self._batch.append((cassette_relative_path(cassette, self.settings.compression), data))
+        self._batch.append(cassette)
         if cassette.metadata.incomplete:
             self.stats.incomplete += 1
 
