@@ -21,8 +21,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import msgspec
 
 from timetracer_otel._version import __version__
 from timetracer_otel.cassette.model import (
@@ -292,7 +294,7 @@ class Recorder:
         last_end = max([s[5] for s in recording.spans] + [c.end_ns or 0 for c in recording.calls] + [base])
         request = recording.request()
         if request.route is None and recording.route is not None:
-            request = replace(request, route=recording.route)
+            request = msgspec.structs.replace(request, route=recording.route)
         return Cassette(
             metadata=Metadata(
                 # Not uuid4: os.urandom is a syscall, and each costs the app a GIL hand-off.
