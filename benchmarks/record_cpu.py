@@ -8,13 +8,13 @@ figures move by 10-20% from run to run. This script removes the HTTP server and 
 configuration is a fresh ``python`` process (under ``opentelemetry-instrument`` except ``a``) that imports
 ``benchmarks/apps/bench_app.py`` and calls the ASGI app directly, ``--concurrency`` requests at a time, then
 reads ``time.thread_time()`` (the event-loop thread) and ``time.process_time()`` (all threads, so the
-timetracer writer thread too, including the flush of every cassette at the end). Configurations run
-interleaved over ``--rounds``; medians are reported.
+timetracer writer thread too, including the flush of every cassette at the end; not the writer process, which
+encodes and writes the files). Configurations run interleaved over ``--rounds``; medians are reported.
 
 Configurations ``a``, ``b``, ``c`` are those of ``record_overhead.py``; the others are what-if variants made by
 monkeypatching timetracer in the child (``apps/bench_app_variants.py``) to split the cost of ``c``:
 
-* ``c-pathonly``: request path only (requests are dropped when they settle; nothing is encoded or written)
+* ``c-pathonly``: request path only (requests are dropped when they settle; nothing is assembled or written)
 
 Usage::
 

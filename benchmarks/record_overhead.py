@@ -73,7 +73,7 @@ CONFIGS: dict[str, tuple[str, bool, str | None, str | None]] = {
     "b": ("b: plain OTel (exporters off)", True, None, None),
     "c": ("c: OTel + timetracer record", True, "record", None),
     # What-if experiments (monkeypatches in apps/bench_app_variants.py; not timetracer as shipped):
-    "c-pathonly": ("c': record, request path only (no writer thread work)", True, "record", "pathonly"),
+    "c-pathonly": ("c': record, request path only (nothing assembled or written)", True, "record", "pathonly"),
 }
 ENDPOINTS = {"outbound": "/outbound?id=7", "empty": "/empty"}
 

@@ -3,7 +3,7 @@
 Nothing here changes timetracer's files. ``BENCH_VARIANT`` selects:
 
 * ``pathonly``: every request is captured on the request path as shipped, but dropped when it settles instead
-  of being encoded and written: the cost of the request path alone (writes no cassettes).
+  of being assembled and written: the cost of the request path alone (writes no cassettes).
 
 Run under ``opentelemetry-instrument`` with ``TIMETRACER_MODE=record`` (the runtime is installed before this
 module is imported, so patching the class reaches the live recorder).
