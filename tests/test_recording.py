@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import subprocess
 import sys
@@ -39,6 +40,10 @@ def make_app(upstream: str) -> Any:
     async def big() -> dict[str, object]:
         async with httpx.AsyncClient() as client:
             return {"size": len((await client.get(f"{upstream}/binary")).content)}
+
+    @app.post("/keys")
+    async def keys(payload: dict[str, int]) -> dict[str, int]:
+        return {"keys": len(payload)}
 
     @app.get("/fail")
     async def fail() -> None:
@@ -223,6 +228,32 @@ def test_recording_survives_fork(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     pids = {json.loads(p.read_text())["response"]["body"]["json"]["pid"] for p in iter_cassette_files(tmp_path)}
     assert len(pids) == 2, "the parent and the forked child each wrote their cassette"
+
+
+async def test_written_requests_leave_no_reference_cycles(start: Any, client_for: Any, upstream: str,
+                                                          tmp_path: Path) -> None:
+    # A cycle would keep each request's captures alive into the collector's oldest generation, whose full
+    # collections cost tens of milliseconds in a real app (docs/performance.md).
+    from timetracer_otel.record.recording import BodyBuffer, RequestRecording
+
+    runtime = start()
+    client = client_for(make_app(upstream))
+    assert (await client.post("/keys", json={"warm": 1})).json() == {"keys": 1}
+    assert len(written(runtime, tmp_path)) == 1
+    gc.collect()
+    gc.disable()
+    try:
+        for n in range(5):
+            assert (await client.post("/keys", json={str(k): k for k in range(n)})).json() == {"keys": n}
+        assert len(written(runtime, tmp_path)) == 6
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage if isinstance(o, RequestRecording | BodyBuffer)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
 
 
 def test_byte_budget_is_released_and_late_chunks_are_not_kept() -> None:

@@ -218,6 +218,19 @@ def _response(response: _wire.Response | None, source: str | None) -> HttpRespon
     return HttpResponse(response.status, response.headers, body, response.reason, response.http_version)
 
 
+def _exchange(
+    request: _wire.Request, response: _wire.Response | None, source: str | None
+) -> tuple[HttpRequest, HttpResponse | None]:
+    try:
+        built_request = _request(request, source)
+    except _Reject as bad:
+        raise bad.under("request") from None
+    try:
+        return built_request, _response(response, source)
+    except _Reject as bad:
+        raise bad.under("response") from None
+
+
 def _error(error: _wire.Error | None) -> RecordedError | None:
     return None if error is None else RecordedError(error.type, error.message)
 
@@ -225,14 +238,7 @@ def _error(error: _wire.Error | None) -> RecordedError | None:
 def _interaction(item: _wire.Interaction, source: str | None) -> Interaction:
     if item.kind != "http":
         raise _Reject("kind", "a kind this version replays: http")
-    try:
-        request = _request(item.request, source)
-    except _Reject as bad:
-        raise bad.under("request") from None
-    try:
-        response = _response(item.response, source)
-    except _Reject as bad:
-        raise bad.under("response") from None
+    request, response = _exchange(item.request, item.response, source)
     return Interaction(
         item.kind,
         item.library,
@@ -258,14 +264,7 @@ def _cassette(document: _wire.Cassette, source: str | None) -> Cassette:
             interactions.append(_interaction(item, source))
         except _Reject as bad:
             raise bad.under(f"interactions[{n}]") from None
-    try:
-        request = _request(document.request, source)
-    except _Reject as bad:
-        raise bad.under("request") from None
-    try:
-        response = _response(document.response, source)
-    except _Reject as bad:
-        raise bad.under("response") from None
+    request, response = _exchange(document.request, document.response, source)
     return Cassette(
         Metadata(
             meta.id,

@@ -116,7 +116,8 @@ class PendingCall:
 SpanTuple = tuple[str, str, int, int | None, int, int]
 
 
-def _RELEASED() -> HttpRequest:
+def _released() -> HttpRequest:
+    """A released recording's request: it was written already, and reading it again is a bug."""
     raise RuntimeError("this recording was written and released")
 
 
@@ -184,7 +185,7 @@ class RequestRecording:
         self.buffered = 0
         self.calls = []
         self.spans = []
-        self.request = _RELEASED
+        self.request = _released
         self.response = None
 
     def add_call(self, call: PendingCall) -> bool:
