@@ -42,7 +42,7 @@ from opentelemetry import context as otel_context
 
 from timetracer_otel._context import attach_request_state
 from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
-from timetracer_otel.cassette.model import Cassette, HttpRequest
+from timetracer_otel.cassette.model import Body, Cassette, HttpRequest
 from timetracer_otel.replay.session import ReplaySession
 from timetracer_otel.runtime import install, uninstall
 from timetracer_otel.settings import Mode, Settings
@@ -241,6 +241,13 @@ class Recorded:
     directory: Path
     path: Path | None = None
     cassette: Cassette | None = None
+
+    def only_response_body(self) -> Body:
+        """The response body of the one call recorded (asserting there was exactly one call, with a body)."""
+        assert self.cassette is not None and self.path is not None
+        (interaction,) = self.cassette.interactions
+        assert interaction.response is not None and interaction.response.body is not None
+        return interaction.response.body
 
 
 @contextlib.contextmanager

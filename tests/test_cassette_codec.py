@@ -107,6 +107,10 @@ def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
         (lambda b: b[: len(b) // 2], "not valid JSON at line"),
         (lambda b: gzip.compress(b)[:40], "corrupt or truncated gzip data"),
         (lambda b: b.replace(b'"schema": 1', b'"schema": 7'), "schema version 7 is not supported"),
+        (  # another version whose layout differs too: the version is what the message names
+            lambda b: b.replace(b'"schema": 1', b'"schema": 2').replace(b'"method"', b'"verb"'),
+            "schema version 2 is not supported",
+        ),
         (
             lambda b: b.replace(b'"method": "GET"', b'"method": 5'),
             "interactions[0].request.method: expected `str`, got `int`",

@@ -334,10 +334,9 @@ def test_a_body_read_only_partly_replays_that_far_and_no_further(origin: Upstrea
     origin.stop()
     streamed = b"".join(STREAM_CHUNKS)
     assert first and streamed.startswith(first) and len(first) < len(streamed)
-    assert recorded.cassette is not None and recorded.path is not None
-    (interaction,) = recorded.cassette.interactions
-    body = interaction.response.body  # type: ignore[union-attr]
-    assert body is not None and body.data == first and not body.complete and not body.truncated
+    body = recorded.only_response_body()
+    assert body.data == first and not body.complete and not body.truncated
+    assert recorded.path is not None
 
     with replaying(recorded.path):
         assert first_chunk() == first

@@ -287,13 +287,7 @@ def _cassette(document: _wire.Cassette, source: str | None) -> Cassette:
 _VALIDATION_MESSAGE = re.compile(r"(?P<what>.*) - at `\$\.?(?P<path>.*)`", re.DOTALL)
 
 
-def _schema_problem(data: bytes, source: str | None) -> CassetteFormatError | None:
-    try:
-        schema = _wire.SCHEMA.decode(data).schema
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return None
-    if schema == SCHEMA_VERSION:
-        return None
+def _unsupported_schema(schema: int, source: str | None) -> CassetteFormatError:
     return CassetteFormatError(
         source,
         f"schema version {schema} is not supported (this timetracer reads version {SCHEMA_VERSION}); "
@@ -318,18 +312,20 @@ def cassette_from_bytes(data: bytes, source: str | None = None) -> Cassette:
     try:
         document = _wire.CASSETTE.decode(data)
     except msgspec.ValidationError as exc:
-        problem = _schema_problem(data, source)
-        if problem is not None:
-            raise problem from None
+        # A file of another version is wrong for this layout anyway: say so rather than name a field.
+        try:
+            schema = _wire.SCHEMA.decode(data).schema
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            schema = SCHEMA_VERSION
+        if schema != SCHEMA_VERSION:
+            raise _unsupported_schema(schema, source) from None
         found = _VALIDATION_MESSAGE.fullmatch(str(exc))
         where, what = (found["path"] or "document", found["what"]) if found else ("document", str(exc))
         raise CassetteFormatError(source, f"{where}: {what[:1].lower()}{what[1:]}") from None
     except msgspec.DecodeError:
         raise _not_json(data, source) from None
     if document.schema != SCHEMA_VERSION:
-        problem = _schema_problem(data, source)
-        assert problem is not None
-        raise problem
+        raise _unsupported_schema(document.schema, source)
     try:
         return _cassette(document, source)
     except _Reject as bad:

@@ -21,17 +21,15 @@ class JsonStyle:
     """A serialiser a JSON body may have been written with."""
 
     name: str
-    dumps: Callable[[Any], bytes]
-
-    def render(self, value: Any) -> bytes:
-        return self.dumps(value)
+    #: The exact bytes of a value in this style.
+    render: Callable[[Any], bytes]
 
 
 def _stdlib(**options: Any) -> Callable[[Any], bytes]:
-    def dumps(value: Any) -> bytes:
+    def render(value: Any) -> bytes:
         return json.dumps(value, **options).encode("utf-8")
 
-    return dumps
+    return render
 
 
 #: Tried in this order when recording; the first that reproduces the bytes is stored. ``orjson`` comes first
@@ -50,6 +48,8 @@ STYLES: dict[str, JsonStyle] = {
         JsonStyle("indent2", _stdlib(indent=2, ensure_ascii=False)),
     )
 }
+#: The styles checked against the standard library's parse (which, unlike orjson's, keeps big integers exact).
+_STDLIB_STYLES = tuple(style for style in STYLES.values() if style.name != "orjson")
 
 
 def _reject_constant(name: str) -> Any:
@@ -72,8 +72,8 @@ def structured(data: bytes) -> tuple[Any, JsonStyle] | None:
         value = json.loads(data, parse_constant=_reject_constant)
     except ValueError:  # also UnicodeDecodeError
         return None
-    for style in STYLES.values():
-        if style.name != "orjson" and style.dumps(value) == data:
+    for style in _STDLIB_STYLES:
+        if style.render(value) == data:
             return value, style
     return None
 

@@ -24,14 +24,14 @@ LENGTH = struct.Struct(">Q")
 def _to_wire(value: Any) -> Any:
     if isinstance(value, Body):
         return (value.data, value.size, value.truncated, value.complete, value.content_coding)
-    raise NotImplementedError(f"cannot send a {type(value).__name__} to the writer process")
+    raise TypeError(f"cannot send a {type(value).__name__} to the writer process")
 
 
 def _from_wire(kind: type, value: Any) -> Any:
     if kind is Body:
         data, size, truncated, complete, content_coding = value
         return Body(data, size, truncated, complete, content_coding)
-    raise NotImplementedError(f"cannot decode a {kind.__name__}")
+    raise TypeError(f"cannot decode a {kind.__name__}")
 
 
 _ENCODER = msgspec.msgpack.Encoder(enc_hook=_to_wire)

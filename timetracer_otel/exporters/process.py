@@ -69,7 +69,9 @@ class ProcessFileExporter:
         frames = bytearray()
         for cassette in cassettes:
             data = encode_cassette(cassette)
-            frames += b"C" + LENGTH.pack(len(data)) + data
+            frames += b"C"
+            frames += LENGTH.pack(len(data))
+            frames += data
         frames += b"A"
         process.stdin.write(frames)
         process.stdin.flush()

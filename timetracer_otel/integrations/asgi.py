@@ -42,8 +42,8 @@ _SERVING: contextvars.ContextVar[tuple[Scope, RequestState] | None] = contextvar
 )
 
 
-#: What :func:`inbound_request` and the response read from a scope.
-_SCOPE_KEYS = ("method", "scheme", "server", "root_path", "path", "query_string", "headers", "http_version", "route")
+#: What :func:`inbound_request` reads from a scope.
+_REQUEST_KEYS = ("method", "scheme", "server", "root_path", "path", "query_string", "headers", "route")
 
 
 def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
@@ -192,7 +192,8 @@ class AsgiIntegration(Integration):
         if not _has_body(scope):
             request_body.close()  # nothing to read: the app may rightly never call receive()
         captured = _ResponseCapture(limit, recording)
-        recording.response = lambda: captured.response(scope.get("http_version"))
+        http_version = scope.get("http_version")
+        recording.response = lambda: captured.response(http_version)
 
         async def tee_receive() -> Message:
             message = await receive()
@@ -222,11 +223,10 @@ class AsgiIntegration(Integration):
         finally:
             _SERVING.reset(token)
             # From here on keep only what the cassette needs, not the scope: it holds the app's whole request
-            # graph, which would otherwise live on into the garbage collector's oldest generation.
-            parts = {key: scope[key] for key in _SCOPE_KEYS if key in scope}
-            http_version = parts.get("http_version")
+            # graph, which would otherwise live on into the garbage collector's oldest generation. (Until now
+            # the scope was needed: the router sets its route, and a hard timeout may write the request early.)
+            parts = {key: scope[key] for key in _REQUEST_KEYS if key in scope}
             recording.request = lambda: inbound_request(parts, request_body.to_body())
-            recording.response = lambda: captured.response(http_version)
             recorder.finish(recording)
 
     async def _replay(self, wrapped: Any, scope: Scope, receive: Receive, send: Send) -> Any:
