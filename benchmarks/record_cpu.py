@@ -15,6 +15,8 @@ Configurations ``a``, ``b``, ``c`` are those of ``record_overhead.py``; the othe
 monkeypatching timetracer in the child (``apps/bench_app_variants.py``) to split the cost of ``c``:
 
 * ``c-pathonly``: request path only (requests are dropped when they settle; nothing is assembled or written)
+* ``c-capture``: request path and capture of each request on the writer thread, which is then dropped
+* ``c-encode``: as ``c-capture``, plus the MessagePack encoding for the pipe to the writer process
 
 Usage::
 
@@ -46,6 +48,8 @@ CONFIGS: dict[str, tuple[str, bool, str | None, str | None]] = {
     "b": ("b: plain OTel", True, None, None),
     "c": ("c: OTel + timetracer record", True, "record", None),
     "c-pathonly": ("c': request path only", True, "record", "pathonly"),
+    "c-capture": ("c'': request path + capture", True, "record", "captureonly"),
+    "c-encode": ("c''': path + capture + MessagePack", True, "record", "encodeonly"),
 }
 PATHS = {"outbound": ("/outbound", "id=7"), "empty": ("/empty", "")}
 

@@ -74,6 +74,8 @@ CONFIGS: dict[str, tuple[str, bool, str | None, str | None]] = {
     "c": ("c: OTel + timetracer record", True, "record", None),
     # What-if experiments (monkeypatches in apps/bench_app_variants.py; not timetracer as shipped):
     "c-pathonly": ("c': record, request path only (nothing assembled or written)", True, "record", "pathonly"),
+    "c-capture": ("c'': record, request path + capture (nothing sent)", True, "record", "captureonly"),
+    "c-encode": ("c''': record, path + capture + MessagePack (nothing sent)", True, "record", "encodeonly"),
 }
 ENDPOINTS = {"outbound": "/outbound?id=7", "empty": "/empty"}
 
@@ -170,6 +172,14 @@ def uvicorn_args(app: str, port: int) -> list[str]:
 
 def pinned(command: list[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *command] if cpus else command
+
+
+def move_children(pid: int, cpus: str) -> None:
+    """Pin the server's child processes (timetracer's writer process) to ``cpus``, away from the server."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                subprocess.run(["taskset", "-a", "-p", "-c", cpus, child], capture_output=True, check=False)
 
 
 class LoadGenerator:
@@ -334,6 +344,8 @@ def run_config(
             if args.warmup > 0:
                 warm = loadgen.run(url, args.warmup)
                 answered += int(warm["requests"])
+            if args.other_cpus:
+                move_children(process.pid, args.other_cpus)
             before = process_counters(process.pid)
             started = time.monotonic()
             result = loadgen.run(url, args.seconds)
@@ -476,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pin",
         action="store_true",
-        help="pin the measured server to CPU 0 and the upstream and load generator to CPU 1 (taskset)",
+        help="pin the measured server to CPU 0; the upstream, the load generator and the writer process to CPU 1",
     )
     parser.add_argument("--cassette-root", default=None, help="where record configs write (default: TMPDIR)")
     parser.add_argument("--keep-cassettes", action="store_true")
@@ -504,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         if not shutil.which("taskset") or (os.cpu_count() or 1) < 2:
             parser.error("--pin needs taskset and at least 2 CPUs")
         args.server_cpus, other_cpus = "0", "1"
+    args.other_cpus = other_cpus
 
     print(
         f"# timetracer record overhead: configs {','.join(configs)}, {args.rounds} round(s), "
@@ -511,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.concurrency}, load generator {kind}"
         + (f" paced to {args.rate:g} req/s" if args.rate > 0 else "")
         + f", {os.cpu_count()} CPUs"
-        + (", pinned (server CPU 0; upstream + load CPU 1)" if args.pin else ", not pinned"),
+        + (", pinned (server CPU 0; upstream, load and writer process CPU 1)" if args.pin else ", not pinned"),
         flush=True,
     )
     results = Results()

@@ -18,11 +18,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from timetracer_otel.errors import ConfigurationError
-from timetracer_otel.exporters.process import ProcessFileExporter
 from timetracer_otel.integrations._base import Integration
 from timetracer_otel.integrations.registry import INBOUND, OUTBOUND
 from timetracer_otel.record.recorder import Recorder, RecorderStats
 from timetracer_otel.record.signals import flush_on_sigterm
+from timetracer_otel.record.writer_process import WriterProcess
 from timetracer_otel.replay.guard import NetworkGuard
 from timetracer_otel.replay.source import CassetteSource
 from timetracer_otel.settings import Compression, Mode, Settings
@@ -66,7 +66,8 @@ class Runtime:
         settings = self.settings
         if settings.mode is Mode.RECORD:
             _check_compression(settings)
-            self.recorder = Recorder(settings, ProcessFileExporter(settings.directory, settings.compression))
+            writer = WriterProcess(settings.directory, settings.compression, settings.service)
+            self.recorder = Recorder(settings, writer)
             if provider is not None:
                 provider.add_span_processor(self.recorder.tracker)
             if not _Installed.flushes_on_sigterm:

@@ -4,6 +4,10 @@ Nothing here changes timetracer's files. ``BENCH_VARIANT`` selects:
 
 * ``pathonly``: every request is captured on the request path as shipped, but dropped when it settles instead
   of being assembled and written: the cost of the request path alone (writes no cassettes).
+* ``captureonly``: each settled request is captured on the writer thread as shipped (its payloads materialized
+  into a ``CapturedRequest``), then dropped instead of being handed to the writer process.
+* ``encodeonly``: as ``captureonly``, but each captured request is also encoded to MessagePack as for the pipe:
+  everything in the app's process but the pipe itself.
 
 Run under ``opentelemetry-instrument`` with ``TIMETRACER_MODE=record`` (the runtime is installed before this
 module is imported, so patching the class reaches the live recorder).
@@ -16,6 +20,7 @@ import os
 from bench_app import app
 
 from timetracer_otel.record import recorder as recorder_module
+from timetracer_otel.record.captured import encode_captured
 from timetracer_otel.record.recording import RequestRecording
 
 __all__ = ["app"]
@@ -29,3 +34,20 @@ def _drop(self: recorder_module.Recorder, recording: RequestRecording) -> None:
 
 if "pathonly" in os.environ.get("BENCH_VARIANT", ""):
     recorder_module.Recorder.settle = _drop  # type: ignore[method-assign]
+
+
+def _drop_batch(self: recorder_module.Recorder) -> None:
+    self.stats.written += len(self._batch)
+    self._batch = []
+
+
+def _encode_and_drop_batch(self: recorder_module.Recorder) -> None:
+    for captured in self._batch:
+        encode_captured(captured)
+    _drop_batch(self)
+
+
+if "captureonly" in os.environ.get("BENCH_VARIANT", ""):
+    recorder_module.Recorder._store_batch = _drop_batch  # type: ignore[method-assign]
+if "encodeonly" in os.environ.get("BENCH_VARIANT", ""):
+    recorder_module.Recorder._store_batch = _encode_and_drop_batch  # type: ignore[method-assign]

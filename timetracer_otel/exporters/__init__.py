@@ -2,6 +2,5 @@
 
 from timetracer_otel.exporters.base import Exporter
 from timetracer_otel.exporters.file import FileExporter
-from timetracer_otel.exporters.process import ProcessFileExporter
 
-__all__ = ["Exporter", "FileExporter", "ProcessFileExporter"]
+__all__ = ["Exporter", "FileExporter"]

@@ -1,8 +1,9 @@
 """Admits requests for recording, waits for them to settle, and writes their cassettes off the request path.
 
 Request path: :meth:`Recorder.admit` (a few comparisons) and :meth:`Recorder.finish` (one deque append).
-Writer thread: settling (quiet period, hard timeout), assembling the :class:`Cassette` and handing batches of
-them to the exporter, which encodes and stores them (the default one in a writer process, off the app's GIL).
+Writer thread: settling (quiet period, hard timeout), materializing what each request captured into a
+:class:`~timetracer_otel.record.captured.CapturedRequest` and handing batches of them to a capture writer,
+which assembles, encodes and stores the cassettes (the default one in a writer process, off the app's GIL).
 Nothing here ever raises into the app: failures are logged and counted.
 
 The writer works in batches on a fixed tick rather than being woken per request: every wake-up is a GIL
@@ -22,20 +23,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import msgspec
 
-from timetracer_otel._version import __version__
-from timetracer_otel.cassette.model import (
-    Cassette,
-    HttpRequest,
-    Interaction,
-    Metadata,
-    RecordedError,
-    SpanSummary,
-)
-from timetracer_otel.exporters.base import Exporter
+from timetracer_otel.cassette.model import HttpRequest, RecordedError
+from timetracer_otel.record.captured import CapturedCall, CapturedRequest, CaptureWriter
 from timetracer_otel.record.recording import ByteBudget, PendingCall, RequestRecording
 from timetracer_otel.record.tracker import RequestSpanTracker
 from timetracer_otel.settings import Settings
@@ -44,7 +36,6 @@ __all__ = ["Recorder", "RecorderStats"]
 
 logger = logging.getLogger("timetracer.record")
 
-_MS = 1_000_000
 #: How often the writer looks for settled requests, and how often it checks hard timeouts.
 _TICK_SECONDS = 0.05
 _SCAN_INTERVAL = 0.5
@@ -76,9 +67,9 @@ class _Flush:
 
 
 class Recorder:
-    def __init__(self, settings: Settings, exporter: Exporter) -> None:
+    def __init__(self, settings: Settings, writer: CaptureWriter) -> None:
         self.settings = settings
-        self.exporter = exporter
+        self.writer = writer
         self.stats = RecorderStats()
         self.tracker = RequestSpanTracker(self.settle, self.stats)
         self.budget = ByteBudget()
@@ -89,8 +80,8 @@ class Recorder:
         self._settled: deque[RequestRecording] = deque()
         self._flushes: deque[_Flush] = deque()
         self._wake = threading.Event()
-        #: Cassettes waiting for the exporter: one hand-off per writer tick.
-        self._batch: list[Cassette] = []
+        #: Captured requests waiting for the writer: one hand-off per writer tick.
+        self._batch: list[CapturedRequest] = []
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._stopped = False
@@ -176,7 +167,7 @@ class Recorder:
         if self._pending:
             logger.warning("timetracer: %d requests were still running at shutdown and were not written",
                            len(self._pending))
-        self.exporter.close()
+        self.writer.close()
 
     def _after_fork(self) -> None:
         # The writer thread does not exist in a forked child; requests in flight belong to the parent.
@@ -217,10 +208,10 @@ class Recorder:
             return
         batch, self._batch = self._batch, []
         try:
-            written, failed = self.exporter.store_batch(batch)
-        except Exception:  # an exporter must not raise, but the writer thread must outlive one that does
+            written, failed = self.writer.store_batch(batch)
+        except Exception:  # a writer must not raise, but the writer thread must outlive one that does
             written, failed = 0, len(batch)
-            logger.exception("timetracer: the exporter failed to store %d cassettes", len(batch))
+            logger.exception("timetracer: the writer failed to store %d cassettes", len(batch))
         self.stats.written += written
         self.stats.write_errors += failed
 
@@ -249,71 +240,54 @@ class Recorder:
                 self._write(recording, incomplete=True)
 
     def _write(self, recording: RequestRecording, incomplete: bool = False) -> None:
-        """Assemble the request's cassette into the batch for the exporter, and release what it captured."""
+        """Capture the request into the batch for the writer, and release what it held."""
         if recording.finalized:
             return
         recording.finalized = True
         self._pending.pop(id(recording), None)
         try:
-            cassette = self._assemble(recording, incomplete or recording.open_spans > 0 or not recording.done)
+            captured = self._capture(recording, incomplete or recording.open_spans > 0 or not recording.done)
         except Exception:
             self.stats.capture_errors += 1
-            logger.exception("timetracer: could not assemble the cassette of a request; it is not recorded")
+            logger.exception("timetracer: could not capture a request; it is not recorded")
             return
         finally:
             recording.release()  # also drops its references, so no cycle outlives the request
-        if cassette is None:
+        if captured is None:
             return
-        self._batch.append(cassette)
-        if cassette.metadata.incomplete:
+        self._batch.append(captured)
+        if captured.incomplete:
             self.stats.incomplete += 1
 
-    def _assemble(self, recording: RequestRecording, incomplete: bool) -> Cassette | None:
+    def _capture(self, recording: RequestRecording, incomplete: bool) -> CapturedRequest | None:
         response = recording.response() if recording.response is not None else None
         error = RecordedError.from_exception(recording.error) if recording.error is not None else None
         if self.settings.errors_only and error is None and (response is None or response.status < 500):
             self.stats.skipped_not_error += 1
             return None
-        base = recording.start_ns
-        interactions = []
-        for call in sorted(recording.calls, key=lambda c: c.start_ns):
-            interaction = self._interaction(call, base)
-            if interaction is not None:
-                interactions.append(interaction)
-        spans = tuple(
-            SpanSummary(
-                name=name,
-                kind=kind,
-                span_id=f"{span_id:016x}",
-                parent_span_id=None if parent is None else f"{parent:016x}",
-                start_ms=(start - base) / _MS,
-                duration_ms=(end - start) / _MS,
-            )
-            for name, kind, span_id, parent, start, end in sorted(recording.spans, key=lambda s: s[4])
-        )
-        last_end = max([s[5] for s in recording.spans] + [c.end_ns or 0 for c in recording.calls] + [base])
         request = recording.request()
         if request.route is None and recording.route is not None:
             request = msgspec.structs.replace(request, route=recording.route)
-        return Cassette(
-            metadata=Metadata(
-                # Not uuid4: os.urandom is a syscall, and each costs the app a GIL hand-off.
-                id=f"{random.getrandbits(128):032x}",
-                recorded_at=datetime.fromtimestamp(recording.started_at, UTC),
-                service=self.settings.service,
-                tool_version=__version__,
-                trace_id=None if recording.trace_id is None else f"{recording.trace_id:032x}",
-                duration_ms=(last_end - base) / _MS,
-                incomplete=incomplete,
-            ),
+        calls = []
+        for call in recording.calls:
+            captured = self._captured_call(call)
+            if captured is not None:
+                calls.append(captured)
+        return CapturedRequest(
+            # Not uuid4: os.urandom is a syscall, and each costs the app a GIL hand-off.
+            id=f"{random.getrandbits(128):032x}",
+            started_at=recording.started_at,
+            start_ns=recording.start_ns,
+            trace_id=None if recording.trace_id is None else f"{recording.trace_id:032x}",
+            incomplete=incomplete,
             request=request,
             response=response,
             error=error,
-            interactions=tuple(interactions),
-            spans=spans,
+            calls=tuple(calls),
+            spans=tuple(recording.spans),
         )
 
-    def _interaction(self, call: PendingCall, base: int) -> Interaction | None:
+    def _captured_call(self, call: PendingCall) -> CapturedCall | None:
         try:
             request = call.request()
             response = call.response() if call.response is not None else None
@@ -321,17 +295,14 @@ class Recorder:
             self.stats.capture_errors += 1
             logger.exception("timetracer: could not capture a %s call; it is left out of the cassette", call.library)
             return None
-        end = call.end_ns if call.end_ns is not None else call.start_ns
-        return Interaction(
+        return CapturedCall(
             kind=call.kind,
             library=call.library,
             request=request,
             response=response,
             error=RecordedError.from_exception(call.error) if call.error is not None else None,
-            start_ms=(call.start_ns - base) / _MS,
-            duration_ms=(end - call.start_ns) / _MS,
-            span_id=f"{call.span_id:016x}" if call.span_id else None,
-            parent_span_id=None if call.parent_span_id is None else f"{call.parent_span_id:016x}",
+            start_ns=call.start_ns,
+            end_ns=call.end_ns,
+            span_id=call.span_id,
+            parent_span_id=call.parent_span_id,
         )
-
-

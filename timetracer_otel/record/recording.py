@@ -17,6 +17,7 @@ from opentelemetry import trace
 
 from timetracer_otel._context import request_state
 from timetracer_otel.cassette.model import Body, HttpRequest, HttpResponse
+from timetracer_otel.record.captured import SpanTuple
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -110,10 +111,6 @@ class PendingCall:
     def failed(self, error: BaseException) -> None:
         self.error = error
         self.end_ns = time.time_ns()
-
-
-#: A span summary as recorded on the app thread: (name, kind, span_id, parent_span_id, start_ns, end_ns).
-SpanTuple = tuple[str, str, int, int | None, int, int]
 
 
 def _released() -> HttpRequest:

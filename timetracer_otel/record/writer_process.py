@@ -1,9 +1,13 @@
-"""Hands cassettes to a writer process, a batch per pipe write, which encodes and stores them.
+"""Hands captured requests to a writer process, a batch per pipe write, which assembles and stores cassettes.
 
 Every file syscall made from a thread of the app's process has to win the GIL back from the app's threads,
-which under load costs milliseconds per call and slows every request, and encoding a cassette as JSON holds
-that GIL too. A separate process pays none of that: the app's process serialises each cassette to
-MessagePack (a few microseconds, in C), makes one pipe write per batch and reads one short acknowledgement.
+which under load costs milliseconds per call and slows every request, and assembling a cassette and encoding
+it as JSON holds that GIL too. A separate process pays none of that: the app's process serialises each
+captured request to MessagePack (a few microseconds, in C), makes one pipe write per batch and reads one
+short acknowledgement.
+
+The pipe protocol: frames of ``C`` + length (8 bytes, big-endian) + one captured request, and ``A`` to ask how
+the requests since the previous ``A`` went (see :mod:`timetracer_otel.record._writer_main`).
 
 If the writer process dies between batches a new one is started (at most ``_RESTARTS`` times). If it cannot
 start, or dies with a batch it did not acknowledge, that batch and all later ones are written from this
@@ -14,21 +18,23 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from timetracer_otel.cassette.model import Cassette
-from timetracer_otel.exporters._framing import LENGTH, encode_cassette
 from timetracer_otel.exporters.file import FileExporter
+from timetracer_otel.record.assembly import AssemblingWriter
+from timetracer_otel.record.captured import CapturedRequest, encode_captured
 from timetracer_otel.settings import Compression
 
-__all__ = ["ProcessFileExporter"]
+__all__ = ["LENGTH", "WriterProcess"]
 
 logger = logging.getLogger("timetracer.record")
 
 _RESTARTS = 3
+LENGTH = struct.Struct(">Q")
 
 
 def _child_environment() -> dict[str, str]:
@@ -40,35 +46,37 @@ def _child_environment() -> dict[str, str]:
     return environment
 
 
-class ProcessFileExporter:
-    """Writes batches of cassettes through a writer process; see the module docstring."""
+class WriterProcess:
+    """Writes cassettes as files through a writer process; see the module docstring. A
+    :class:`~timetracer_otel.record.captured.CaptureWriter`."""
 
-    def __init__(self, directory: str | Path, compression: Compression = Compression.NONE) -> None:
+    def __init__(self, directory: str | Path, compression: Compression, service: str) -> None:
         self.directory = Path(directory)
         self.compression = compression
-        self._fallback = FileExporter(directory, compression)
+        self.service = service
+        self._fallback = AssemblingWriter(FileExporter(directory, compression), service)
         self._process: subprocess.Popen[bytes] | None = None
         self._pid = os.getpid()
         self._broken = False
         self._restarts = 0
 
-    def store_batch(self, cassettes: Sequence[Cassette]) -> tuple[int, int]:
-        """Encode and store each cassette; return how many were written and how many failed."""
+    def store_batch(self, captured: Sequence[CapturedRequest]) -> tuple[int, int]:
+        """Store each request's cassette; return how many were written and how many failed."""
         process = self._writer()
         if process is not None:
             try:
-                return self._send(process, cassettes)
+                return self._send(process, captured)
             except (OSError, ValueError, EOFError):
                 logger.exception("timetracer: the writer process stopped; writing cassettes in-process")
                 self._broken = True
                 self._stop()
-        return self._fallback.store_batch(cassettes)
+        return self._fallback.store_batch(captured)
 
-    def _send(self, process: subprocess.Popen[bytes], cassettes: Sequence[Cassette]) -> tuple[int, int]:
+    def _send(self, process: subprocess.Popen[bytes], captured: Sequence[CapturedRequest]) -> tuple[int, int]:
         assert process.stdin is not None and process.stdout is not None
         frames = bytearray()
-        for cassette in cassettes:
-            data = encode_cassette(cassette)
+        for request in captured:
+            data = encode_captured(request)
             frames += b"C"
             frames += LENGTH.pack(len(data))
             frames += data
@@ -101,9 +109,10 @@ class ProcessFileExporter:
                     [
                         sys.executable,
                         "-m",
-                        "timetracer_otel.exporters._writer_process",
+                        "timetracer_otel.record._writer_main",
                         str(self.directory),
                         self.compression.value,
+                        self.service,
                     ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,

@@ -1,0 +1,181 @@
+"""The writer process assembles, encodes and stores the requests it is sent; if it dies, this process writes
+instead and nothing is lost."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.factories import json_response, request
+from timetracer_otel._version import __version__
+from timetracer_otel.cassette.files import load_cassette
+from timetracer_otel.cassette.model import (
+    Body,
+    Cassette,
+    HttpResponse,
+    Interaction,
+    Metadata,
+    RecordedError,
+    SpanSummary,
+)
+from timetracer_otel.exporters.file import FileExporter
+from timetracer_otel.record._writer_main import serve
+from timetracer_otel.record.assembly import AssemblingWriter, assemble
+from timetracer_otel.record.captured import CapturedCall, CapturedRequest, decode_captured, encode_captured
+from timetracer_otel.record.writer_process import LENGTH, WriterProcess, _child_environment
+from timetracer_otel.settings import Compression
+
+_MS = 1_000_000
+_ID = "0123456789abcdef0123456789abcdef"
+
+
+def _call(start_ms: int, response: HttpResponse | None, error: RecordedError | None = None,
+          body: bytes | None = None) -> CapturedCall:
+    start = _START_NS + start_ms * _MS
+    return CapturedCall("http", "httpx", request(body=body), response, error, start, start + 2 * _MS,
+                        0xA0 + start_ms, 0xB0)
+
+
+_START_NS = int(datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()) * 1_000_000_000
+
+
+def _captured(day: int = 28, body: bytes = b'{"n":1}') -> CapturedRequest:
+    started_at = datetime(2026, 11, day, 12, 0, tzinfo=UTC).timestamp()
+    return CapturedRequest(
+        id=_ID,
+        started_at=started_at,
+        start_ns=_START_NS,
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        incomplete=False,
+        request=request("POST", "http://app.test/checkout", b'{"item":3}'),
+        response=json_response({"ok": True}),
+        error=None,
+        # Out of start order: the cassette lists calls as they started.
+        calls=(_call(5, json_response({"ok": True})),
+               _call(1, HttpResponse(200, body=Body(body, len(body), content_coding=None)), body=b"\xff\x00")),
+        spans=(("GET /checkout", "SERVER", 0xB0, None, _START_NS, _START_NS + 9 * _MS),),
+    )
+
+
+def _cassette(day: int = 28, body: bytes = b'{"n":1}') -> Cassette:
+    return assemble(_captured(day, body), "test")
+
+
+def _loaded(directory: Path) -> dict[str, Cassette]:
+    return {str(p.relative_to(directory)): load_cassette(p) for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_captured_request_becomes_a_cassette_with_offsets_span_summaries_and_calls_in_start_order() -> None:
+    captured = _captured()
+    assert assemble(captured, "checkout-svc") == Cassette(
+        metadata=Metadata(id=_ID, recorded_at=datetime(2026, 11, 28, 12, 0, tzinfo=UTC), service="checkout-svc",
+                          tool_version=__version__, trace_id="0af7651916cd43dd8448eb211c80319c", duration_ms=9.0),
+        request=captured.request,
+        response=captured.response,
+        interactions=(
+            Interaction("http", "httpx", captured.calls[1].request, captured.calls[1].response, start_ms=1.0,
+                        duration_ms=2.0, span_id="00000000000000a1", parent_span_id="00000000000000b0"),
+            Interaction("http", "httpx", captured.calls[0].request, captured.calls[0].response, start_ms=5.0,
+                        duration_ms=2.0, span_id="00000000000000a5", parent_span_id="00000000000000b0"),
+        ),
+        spans=(SpanSummary("GET /checkout", "SERVER", "00000000000000b0", None, 0.0, 9.0),),
+    )
+
+
+def test_captured_requests_cross_to_the_writer_process_unchanged() -> None:
+    original = _captured(body=bytes(range(256)) * 400)
+    truncated = HttpResponse(200, body=Body(b"ab", 9, truncated=True, complete=False, content_coding="gzip"))
+    failed = msgspec.structs.replace(original, calls=(_call(3, None, RecordedError("httpx.ConnectError", "no")),
+                                                      _call(4, truncated)), incomplete=True, trace_id=None)
+    assert decode_captured(encode_captured(original)) == original
+    assert decode_captured(encode_captured(failed)) == failed
+
+
+def test_batches_are_encoded_and_written_by_the_writer_process(tmp_path: Path) -> None:
+    big = b'{"blob":"' + b"x" * 100_000 + b'"}'
+    writer = WriterProcess(tmp_path, Compression.GZIP, "test")
+    try:
+        assert writer.store_batch([_captured(), _captured(27, big)]) == (2, 0)
+        assert writer._process is not None and writer._process.pid != os.getpid()
+        assert writer.store_batch([_captured()]) == (1, 0)  # never replaces: a new name instead
+    finally:
+        writer.close()
+    loaded = _loaded(tmp_path)
+    names = sorted(loaded)
+    assert names == [
+        "2026-11-27/POST__checkout__0123456789ab.json.gz",
+        "2026-11-28/POST__checkout__0123456789ab-1.json.gz",
+        "2026-11-28/POST__checkout__0123456789ab.json.gz",
+    ]
+    assert loaded[names[0]] == _cassette(27, big)
+    assert loaded[names[1]] == loaded[names[2]] == _cassette()
+    assert writer._process is None
+
+
+def test_a_cassette_that_cannot_be_stored_fails_alone(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "2026-11-27").write_text("a file where the day's folder would go")
+    writer = WriterProcess(tmp_path, Compression.NONE, "test")
+    try:
+        assert writer.store_batch([_captured(27), _captured(28)]) == (1, 1)
+    finally:
+        writer.close()
+    assert (tmp_path / "2026-11-28/POST__checkout__0123456789ab.json").is_file()
+    assert "could not write cassette 0123456789abcdef0123456789abcdef" in capfd.readouterr().err
+
+
+def test_a_frame_the_writer_process_cannot_decode_is_counted_as_failed(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    good = encode_captured(_captured())
+    frames = b"C" + LENGTH.pack(3) + b"\xc1\xc1\xc1" + b"C" + LENGTH.pack(len(good)) + good + b"A"
+    answers = io.BytesIO()
+    serve(AssemblingWriter(FileExporter(tmp_path), "test"), io.BytesIO(frames), answers)
+    assert answers.getvalue() == b"1 1\n"
+    assert "could not decode a captured request" in caplog.text
+    assert list(_loaded(tmp_path).values()) == [_cassette()]
+
+
+def test_a_writer_process_that_died_between_batches_is_replaced(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    writer = WriterProcess(tmp_path, Compression.NONE, "test")
+    try:
+        assert writer.store_batch([_captured(26)]) == (1, 0)
+        assert writer._process is not None
+        writer._process.kill()
+        writer._process.wait()
+        assert writer.store_batch([_captured(27), _captured(28)]) == (2, 0)
+        assert writer._process is not None and writer._process.poll() is None, "a new writer runs"
+    finally:
+        writer.close()
+    assert [name[:10] for name in _loaded(tmp_path)] == ["2026-11-26", "2026-11-27", "2026-11-28"]
+    assert "the writer process exited with code -9; starting a new one" in caplog.text
+
+
+def test_a_batch_the_writer_process_did_not_take_is_written_here(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    writer = WriterProcess(tmp_path, Compression.NONE, "test")
+    try:
+        assert writer.store_batch([_captured(26)]) == (1, 0)
+        assert writer._process is not None and writer._process.stdin is not None
+        writer._process.stdin.close()  # the pipe breaks while a batch is being handed over
+        assert writer.store_batch([_captured(27)]) == (1, 0)
+        assert writer.store_batch([_captured(28)]) == (1, 0)
+        assert writer._process is None, "later batches are written in-process"
+    finally:
+        writer.close()
+    assert [name[:10] for name in _loaded(tmp_path)] == ["2026-11-26", "2026-11-27", "2026-11-28"]
+    assert "the writer process stopped; writing cassettes in-process" in caplog.text
+
+
+def test_the_writer_process_is_not_instrumented(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIMETRACER_MODE", "record")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setattr(sys, "path", ["/x/opentelemetry/instrumentation/auto_instrumentation", *sys.path])
+    environment = _child_environment()
+    assert not any(key.startswith(("TIMETRACER_", "OTEL_")) for key in environment)
+    assert "auto_instrumentation" not in environment["PYTHONPATH"]
