@@ -12,6 +12,12 @@ the difference of the request counts is the cost of one request, start-up and im
 app's process and timetracer's writer process (a child) are counted separately: the first is what a CPU-bound
 app process pays (its throughput), the second is the CPU recording needs elsewhere.
 
+With ``--server`` the app runs as a real uvicorn server instead (the server process itself under callgrind),
+loaded by ``loadgen.py`` at concurrency 4 for ``--short-seconds`` and ``--long-seconds``; the difference in
+instructions divided by the difference in requests answered is the cost of one request. The in-process driver
+undercounts what recording costs a real server (it has no sockets, no keep-alive connections and a different
+request rhythm), so ``--server`` is the figure to compare with wall-clock throughput.
+
 Instructions are not time (cache misses, system calls and the kernel's own work are not in them), and the
 garbage collector's full collections still land at slightly different moments from one run to another, so
 repeat a run to see the spread.
@@ -20,6 +26,7 @@ Usage::
 
     python benchmarks/record_instructions.py                      # b, c and c-pathonly (~25 min on 2 cores)
     python benchmarks/record_instructions.py --configs b,c --short 200 --long 1700
+    python benchmarks/record_instructions.py --configs b,c --server   # a real uvicorn server (~10 min)
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +49,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from record_cpu import CONFIGS  # noqa: E402
-from record_overhead import APPS, clean_env, free_port, stop, wait_for_port  # noqa: E402
+from record_overhead import (  # noqa: E402
+    APPS,
+    LoadGenerator,
+    clean_env,
+    free_port,
+    stop,
+    uvicorn_args,
+    wait_for_port,
+)
 
 _SUMMARY = re.compile(rb"^summary: (\d+)", re.MULTILINE)
 
@@ -78,8 +94,7 @@ def _auto_instrumentation_path() -> str:
     return os.path.dirname(auto.__file__)
 
 
-def count(config: str, requests: int, args: argparse.Namespace, upstream: int, out: Path) -> dict[str, Any]:
-    """Run one configuration under callgrind; instructions of the app's process and of its writer process."""
+def _environment(config: str, upstream: int, out: Path) -> dict[str, str]:
     _, instrumented, mode, variant = CONFIGS[config]
     env = clean_env(BENCH_UPSTREAM_URL=f"http://127.0.0.1:{upstream}")
     if instrumented:
@@ -97,6 +112,22 @@ def count(config: str, requests: int, args: argparse.Namespace, upstream: int, o
         )
     if variant:
         env["BENCH_VARIANT"] = variant
+    return env
+
+
+def _totals(out: Path) -> dict[str, int]:
+    """Instructions counted in each callgrind file below ``out``, by process id."""
+    totals = {}
+    for path in out.glob("callgrind.*"):
+        match = _SUMMARY.search(path.read_bytes())
+        if match:
+            totals[path.name.split(".", 1)[1]] = int(match.group(1))
+    return totals
+
+
+def count(config: str, requests: int, args: argparse.Namespace, upstream: int, out: Path) -> dict[str, Any]:
+    """Run one configuration under callgrind; instructions of the app's process and of its writer process."""
+    env = _environment(config, upstream, out)
     out.mkdir(parents=True)
     command = [
         "valgrind",
@@ -120,13 +151,38 @@ def count(config: str, requests: int, args: argparse.Namespace, upstream: int, o
     if done.returncode != 0 or result is None:
         raise RuntimeError(f"{config} ({requests} requests) failed:\n{done.stderr.decode()[-3000:]}")
     app_pid = done.stderr.decode().split("==", 2)[1]  # valgrind prefixes its own lines with ==PID==
-    totals = {}
-    for path in out.glob("callgrind.*"):
-        match = _SUMMARY.search(path.read_bytes())
-        if match:
-            totals[path.name.split(".", 1)[1]] = int(match.group(1))
+    totals = _totals(out)
     app = totals.pop(app_pid)
     return {"app": app, "writer": sum(totals.values()), "written": json.loads(result[len("RESULT ") :])["written"]}
+
+
+def count_server(config: str, seconds: float, args: argparse.Namespace, upstream: int, out: Path) -> dict[str, Any]:
+    """Run one configuration as a uvicorn server under callgrind, loaded over HTTP for ``seconds``."""
+    env = _environment(config, upstream, out)
+    out.mkdir(parents=True)
+    port = free_port()
+    app = "bench_app_variants:app" if CONFIGS[config][3] else "bench_app:app"
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}/callgrind.%p",
+        "--trace-children=yes",
+        sys.executable,
+        "-m",
+        *uvicorn_args(app, port),
+        "--timeout-keep-alive",
+        "3600",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, process, timeout=600)  # imports under valgrind take a minute or more
+        result = LoadGenerator("python", 4, None).run(f"http://127.0.0.1:{port}/outbound?id=7", seconds)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(600)
+    totals = _totals(out)
+    app_total = totals.pop(str(process.pid))
+    return {"app": app_total, "writer": sum(totals.values()), "requests": int(result["requests"])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--parallel", type=int, default=os.cpu_count() or 1, help="runs at once")
+    parser.add_argument("--server", action="store_true", help="count a real uvicorn server, loaded over HTTP")
+    parser.add_argument("--short-seconds", type=float, default=60.0, help="with --server: the short run's load")
+    parser.add_argument("--long-seconds", type=float, default=240.0, help="with --server: the long run's load")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     if not shutil.which("valgrind"):
@@ -147,30 +206,35 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown config(s) {unknown}; choose from {', '.join(CONFIGS)}")
     print(
         f"# timetracer record instructions per request: configs {','.join(configs)}, "
-        f"{args.long} - {args.short} requests, concurrency {args.concurrency}",
+        + (
+            f"a uvicorn server loaded {args.long_seconds:g} s - {args.short_seconds:g} s at concurrency 4"
+            if args.server
+            else f"{args.long} - {args.short} requests, concurrency {args.concurrency}"
+        ),
         flush=True,
     )
     upstream, port = start_upstream()
     started = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="tt-instructions-") as tmp, ThreadPoolExecutor(args.parallel) as pool:
+            measure = count_server if args.server else count
+            lengths = (args.short_seconds, args.long_seconds) if args.server else (args.short, args.long)
             jobs = {
-                (config, n): pool.submit(count, config, n, args, port, Path(tmp) / f"{config}-{n}")
+                (config, n): pool.submit(measure, config, n, args, port, Path(tmp) / f"{config}-{n}")
                 for config in configs
-                for n in (args.short, args.long)
+                for n in lengths
             }
             runs = {key: job.result() for key, job in jobs.items()}
     finally:
         stop(upstream)
-    span = args.long - args.short
-    per_request = {
-        config: {
-            part: (runs[config, args.long][part] - runs[config, args.short][part]) / span for part in ("app", "writer")
-        }
-        for config in configs
-    }
+    per_request = {}
+    for config in configs:
+        short, long = runs[config, lengths[0]], runs[config, lengths[1]]
+        span = long["requests"] - short["requests"] if args.server else args.long - args.short
+        per_request[config] = {part: (long[part] - short[part]) / span for part in ("app", "writer")}
     base = per_request.get("b", {}).get("app")
-    print(f"\n### `GET /outbound`: instructions per request ({time.monotonic() - started:.0f} s)\n")
+    where = "a uvicorn server" if args.server else "the in-process driver"
+    print(f"\n### `GET /outbound`, {where}: instructions per request ({time.monotonic() - started:.0f} s)\n")
     print("| config | app process | vs plain OTel (b) | writer process | app + writer vs b |")
     print("|---|---:|---:|---:|---:|")
     for config in configs:
