@@ -50,8 +50,8 @@ sys.path.insert(0, str(HERE))
 
 from record_cpu import CONFIGS  # noqa: E402
 from record_overhead import (  # noqa: E402
-    APPS,
     LoadGenerator,
+    bench_app,
     clean_env,
     free_port,
     stop,
@@ -62,28 +62,20 @@ from record_overhead import (  # noqa: E402
 _SUMMARY = re.compile(rb"^summary: (\d+)", re.MULTILINE)
 
 
-def start_upstream() -> tuple[subprocess.Popen[bytes], int]:
-    # A long keep-alive: under valgrind the app is ~50x slower, and a connection the upstream closed while the
+def _uvicorn(app: str, port: int) -> list[str]:
+    # A long keep-alive: under valgrind the app is ~50x slower, and a connection the server closed while the
     # client was about to reuse it would fail the run.
+    return [sys.executable, "-m", *uvicorn_args(app, port), "--timeout-keep-alive", "3600"]
+
+
+def _callgrind(out: Path) -> list[str]:
+    """valgrind counting instructions, one file per process (the writer process too) below ``out``."""
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.%p", "--trace-children=yes"]
+
+
+def start_upstream() -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench_upstream:app",
-        "--app-dir",
-        str(APPS),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-        "--timeout-keep-alive",
-        "3600",
-    ]
-    process = subprocess.Popen(command, env=clean_env(), stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(_uvicorn("bench_upstream:app", port), env=clean_env(), stdout=subprocess.DEVNULL)
     wait_for_port(port, process)
     return process, port
 
@@ -130,10 +122,7 @@ def count(config: str, requests: int, args: argparse.Namespace, upstream: int, o
     env = _environment(config, upstream, out)
     out.mkdir(parents=True)
     command = [
-        "valgrind",
-        "--tool=callgrind",
-        f"--callgrind-out-file={out}/callgrind.%p",
-        "--trace-children=yes",
+        *_callgrind(out),
         sys.executable,
         str(HERE / "record_cpu.py"),
         "--child",
@@ -161,19 +150,12 @@ def count_server(config: str, seconds: float, args: argparse.Namespace, upstream
     env = _environment(config, upstream, out)
     out.mkdir(parents=True)
     port = free_port()
-    app = "bench_app_variants:app" if CONFIGS[config][3] else "bench_app:app"
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        f"--callgrind-out-file={out}/callgrind.%p",
-        "--trace-children=yes",
-        sys.executable,
-        "-m",
-        *uvicorn_args(app, port),
-        "--timeout-keep-alive",
-        "3600",
-    ]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*_callgrind(out), *_uvicorn(bench_app(config), port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, process, timeout=600)  # imports under valgrind take a minute or more
         result = LoadGenerator("python", 4, None).run(f"http://127.0.0.1:{port}/outbound?id=7", seconds)

@@ -306,6 +306,31 @@ def check_cassettes(files: list[Path], sample: int = 20) -> tuple[int, int]:
     return len(picked), bad
 
 
+def bench_app(config: str) -> str:
+    """The ASGI app a configuration serves: the bench app, or the bench app with its what-if patches."""
+    return "bench_app_variants:app" if CONFIGS[config][3] else "bench_app:app"
+
+
+def server_launch(
+    config: str, port: int, upstream_port: int, cassette_dir: Path | None
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a configuration's uvicorn server (``cassette_dir`` for record modes)."""
+    _, instrumented, mode, variant = CONFIGS[config]
+    env = clean_env(BENCH_UPSTREAM_URL=f"http://127.0.0.1:{upstream_port}")
+    command = uvicorn_args(bench_app(config), port)
+    if instrumented:
+        env["OTEL_TRACES_SAMPLER"] = "always_on"
+        env["OTEL_SERVICE_NAME"] = "timetracer-bench"
+        command = [*PLAIN_OTEL, *command]
+    if mode is not None:
+        assert cassette_dir is not None, f"{config} records: it needs a cassette directory"
+        env["TIMETRACER_MODE"] = mode
+        env["TIMETRACER_DIR"] = str(cassette_dir)
+    if variant:
+        env["BENCH_VARIANT"] = variant
+    return command, env
+
+
 def run_config(
     config: str,
     round_number: int,
@@ -314,22 +339,11 @@ def run_config(
     args: argparse.Namespace,
     results: Results,
 ) -> None:
-    _, instrumented, mode, variant = CONFIGS[config]
     port = free_port()
-    app = "bench_app_variants:app" if variant else "bench_app:app"
-    env = clean_env(BENCH_UPSTREAM_URL=f"http://127.0.0.1:{upstream_port}")
-    command = uvicorn_args(app, port)
     cassette_dir = None
-    if instrumented:
-        env["OTEL_TRACES_SAMPLER"] = "always_on"
-        env["OTEL_SERVICE_NAME"] = "timetracer-bench"
-        command = [*PLAIN_OTEL, *command]
-    if mode is not None:
+    if CONFIGS[config][2] is not None:
         cassette_dir = Path(tempfile.mkdtemp(prefix=f"tt-bench-{config}-", dir=args.cassette_root))
-        env["TIMETRACER_MODE"] = mode
-        env["TIMETRACER_DIR"] = str(cassette_dir)
-    if variant:
-        env["BENCH_VARIANT"] = variant
+    command, env = server_launch(config, port, upstream_port, cassette_dir)
     stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     process = subprocess.Popen(
         pinned(command, args.server_cpus), env=env, stdout=subprocess.DEVNULL, stderr=stderr_file

@@ -40,19 +40,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from record_overhead import (  # noqa: E402
-    APPS,
     CONFIGS,
     ENDPOINTS,
-    PLAIN_OTEL,
     LoadGenerator,
-    clean_env,
     free_port,
     move_children,
     pinned,
     process_counters,
+    server_launch,
     start_upstream,
     stop,
-    uvicorn_args,
     wait_for_port,
 )
 
@@ -60,26 +57,23 @@ SERVER_CPU, OTHER_CPUS = "0", "1"
 
 
 def start_server(config: str, upstream_port: int, cassettes: Path) -> tuple[subprocess.Popen[bytes], int]:
-    _, instrumented, mode, variant = CONFIGS[config]
     port = free_port()
-    env = clean_env(BENCH_UPSTREAM_URL=f"http://127.0.0.1:{upstream_port}")
-    command = uvicorn_args("bench_app_variants:app" if variant else "bench_app:app", port)
-    if instrumented:
-        env.update(OTEL_TRACES_SAMPLER="always_on", OTEL_SERVICE_NAME="timetracer-bench")
-        command = [*PLAIN_OTEL, *command]
-    if mode is not None:
-        env.update(TIMETRACER_MODE=mode, TIMETRACER_DIR=str(cassettes))
-    if variant:
-        env["BENCH_VARIANT"] = variant
-    process = subprocess.Popen(pinned(command, SERVER_CPU), env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, cwd=APPS)
+    command, env = server_launch(config, port, upstream_port, cassettes)
+    process = subprocess.Popen(
+        pinned(command, SERVER_CPU), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     wait_for_port(port, process)
     return process, port
 
 
 def run_round(
-    configs: tuple[str, str], first: int, upstream_port: int, loadgen: LoadGenerator, pool: ThreadPoolExecutor,
-    args: argparse.Namespace, tmp: Path,
+    configs: tuple[str, str],
+    first: int,
+    upstream_port: int,
+    loadgen: LoadGenerator,
+    pool: ThreadPoolExecutor,
+    args: argparse.Namespace,
+    tmp: Path,
 ) -> dict[str, float]:
     """Start both servers (``first`` starts first), warm them up, and measure them side by side."""
     path = ENDPOINTS[args.endpoint]
@@ -89,8 +83,10 @@ def run_round(
             servers[slot] = start_server(configs[slot], upstream_port, tmp / f"cassettes-{slot}")
 
         def load_both(seconds: float) -> dict[int, dict[str, float]]:
-            jobs = {slot: pool.submit(loadgen.run, f"http://127.0.0.1:{servers[slot][1]}{path}", seconds)
-                    for slot in (first, 1 - first)}
+            jobs = {
+                slot: pool.submit(loadgen.run, f"http://127.0.0.1:{servers[slot][1]}{path}", seconds)
+                for slot in (first, 1 - first)
+            }
             return {slot: job.result() for slot, job in jobs.items()}
 
         load_both(args.warmup)
@@ -129,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(names) != 2 or any(c not in CONFIGS or CONFIGS[c][0].startswith("a:") for c in names):
         parser.error(f"--configs takes two instrumented configurations from {', '.join(CONFIGS)}")
     configs = (names[0], names[1])
-    print(f"# {configs[1]} vs {configs[0]} side by side on CPU {SERVER_CPU}: GET {ENDPOINTS[args.endpoint]}, "
-          f"{args.rate:g} req/s each, {args.rounds} x {args.seconds:g} s", flush=True)
+    print(
+        f"# {configs[1]} vs {configs[0]} side by side on CPU {SERVER_CPU}: GET {ENDPOINTS[args.endpoint]}, "
+        f"{args.rate:g} req/s each, {args.rounds} x {args.seconds:g} s",
+        flush=True,
+    )
     loadgen = LoadGenerator("python", args.concurrency, OTHER_CPUS, args.rate)
     upstream, upstream_port = start_upstream(OTHER_CPUS)
     rounds: list[dict[str, float]] = []
@@ -139,19 +138,23 @@ def main(argv: list[str] | None = None) -> int:
             for number in range(1, args.rounds + 1):
                 row = run_round(configs, number % 2, upstream_port, loadgen, pool, args, Path(tmp))
                 rounds.append(row)
-                print(f"  round {number}: {configs[0]} {row['rps0']:.0f} req/s {row['cpu0']:.0f} us/req, "
-                      f"{configs[1]} {row['rps1']:.0f} req/s {row['cpu1']:.0f} us/req, ratio {row['ratio']:.3f}",
-                      flush=True)
+                print(
+                    f"  round {number}: {configs[0]} {row['rps0']:.0f} req/s {row['cpu0']:.0f} us/req, "
+                    f"{configs[1]} {row['rps1']:.0f} req/s {row['cpu1']:.0f} us/req, ratio {row['ratio']:.3f}",
+                    flush=True,
+                )
     finally:
         stop(upstream)
         loadgen.close()
     ratios = sorted(r["ratio"] for r in rounds)
     median = statistics.median(ratios)
     extra = statistics.median(r["cpu1"] - r["cpu0"] for r in rounds)
-    print(f"\nCPU per request, {configs[1]} / {configs[0]}: median {median:.3f} (range {ratios[0]:.3f}-"
-          f"{ratios[-1]:.3f}) over {len(rounds)} rounds; {extra:+.0f} us per request (median); "
-          f"{configs[0]} {statistics.median(r['cpu0'] for r in rounds):.0f} us/req, "
-          f"{configs[1]} {statistics.median(r['cpu1'] for r in rounds):.0f} us/req.")
+    print(
+        f"\nCPU per request, {configs[1]} / {configs[0]}: median {median:.3f} (range {ratios[0]:.3f}-"
+        f"{ratios[-1]:.3f}) over {len(rounds)} rounds; {extra:+.0f} us per request (median); "
+        f"{configs[0]} {statistics.median(r['cpu0'] for r in rounds):.0f} us/req, "
+        f"{configs[1]} {statistics.median(r['cpu1'] for r in rounds):.0f} us/req."
+    )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rounds, indent=2))
     return 0

@@ -9,7 +9,8 @@ __all__ = ["Exporter"]
 
 
 class Exporter(Protocol):
-    """Encodes and stores finished cassettes. Called only from the writer thread, never on a request path."""
+    """Encodes and stores finished cassettes. Called off the request path: in the writer process, or from the
+    recorder's writer thread when that process is unavailable."""
 
     def store_batch(self, cassettes: Sequence[Cassette]) -> tuple[int, int]:
         """Encode and store each cassette without replacing anything already stored.

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from timetracer_otel.exporters.file import FileExporter
 from timetracer_otel.record.assembly import AssemblingWriter
-from timetracer_otel.record.captured import CapturedRequest, decode_captured
+from timetracer_otel.record.captured import CapturedRequest, CaptureWriter, decode_captured
 from timetracer_otel.record.writer_process import LENGTH
 from timetracer_otel.settings import Compression
 
@@ -29,7 +29,7 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes:
     return data
 
 
-def serve(writer: AssemblingWriter, incoming: BinaryIO, outgoing: BinaryIO) -> None:
+def serve(writer: CaptureWriter, incoming: BinaryIO, outgoing: BinaryIO) -> None:
     batch: list[CapturedRequest] = []
     undecodable = 0
     while kind := incoming.read(1):
