@@ -42,7 +42,8 @@ from opentelemetry import context as otel_context
 
 from timetracer_otel._context import attach_request_state
 from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
-from timetracer_otel.cassette.model import Body, Cassette, HttpRequest
+from timetracer_otel.cassette.model import Body, Cassette
+from timetracer_otel.record.captured import CapturedHttpRequest, CapturedHttpResponse
 from timetracer_otel.replay.session import ReplaySession
 from timetracer_otel.runtime import install, uninstall
 from timetracer_otel.settings import Mode, Settings
@@ -250,6 +251,16 @@ class Recorded:
         return interaction.response.body
 
 
+class _PretendInbound:
+    """The inbound side of the pretend request ``GET /t``: it never answers."""
+
+    def request(self) -> CapturedHttpRequest:
+        return CapturedHttpRequest("GET", "http://test/t", ())
+
+    def response(self) -> CapturedHttpResponse | None:
+        return None
+
+
 @contextlib.contextmanager
 def recording(directory: Path, **settings: object) -> Iterator[Recorded]:
     """Record the outbound calls made in the block as one pretend inbound request ``GET /t``."""
@@ -258,8 +269,9 @@ def recording(directory: Path, **settings: object) -> Iterator[Recorded]:
     try:
         recorder = runtime.recorder
         assert recorder is not None, "another runtime was already installed"
-        pending = recorder.admit("/t", lambda: HttpRequest("GET", "http://test/t"))
+        pending = recorder.admit("/t")
         assert pending is not None
+        pending.inbound = _PretendInbound()
         token = attach_request_state(pending)
         try:
             yield result

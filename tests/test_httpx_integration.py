@@ -190,7 +190,7 @@ def test_a_capture_failure_is_counted_and_never_reaches_the_app(tmp_path: Path, 
         raise RuntimeError("capture bug")
 
     with running_upstream() as upstream, recording(tmp_path) as recorded:
-        monkeypatch.setattr(integration, "HttpRequest", broken)
+        monkeypatch.setattr(integration, "CapturedHttpRequest", broken)
         assert httpx.get(upstream.url("/echo?q=1")).json()["query"] == {"q": "1"}
         stats = recorder_stats()
     assert stats is not None and stats.capture_errors == 1
@@ -212,7 +212,6 @@ def _our_wrappers(function: Any) -> list[Any]:
 
 def test_uninstall_leaves_no_active_patch_and_reinstall_does_not_stack(tmp_path: Path) -> None:
     from timetracer_otel._context import attach_request_state
-    from timetracer_otel.cassette.model import HttpRequest
     from timetracer_otel.record.recorder import RecorderStats
     from timetracer_otel.record.recording import ByteBudget, RequestRecording
 
@@ -226,7 +225,7 @@ def test_uninstall_leaves_no_active_patch_and_reinstall_does_not_stack(tmp_path:
         assert len(integrations) <= 1, "installing again must reuse the wrapper, not stack another"
         assert not any(i.active for i in integrations)
 
-    orphan = RequestRecording(lambda: HttpRequest("GET", "http://t/"), RecorderStats(), ByteBudget())
+    orphan = RequestRecording(RecorderStats(), ByteBudget())
     from opentelemetry import context as otel_context
 
     token = attach_request_state(orphan)

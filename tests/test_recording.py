@@ -257,12 +257,11 @@ async def test_written_requests_leave_no_reference_cycles(start: Any, client_for
 
 
 def test_byte_budget_is_released_and_late_chunks_are_not_kept() -> None:
-    from timetracer_otel.cassette.model import HttpRequest
     from timetracer_otel.record.recorder import RecorderStats
     from timetracer_otel.record.recording import BodyBuffer, ByteBudget, RequestRecording
 
     budget = ByteBudget()
-    recording = RequestRecording(lambda: HttpRequest("GET", "http://t/"), RecorderStats(), budget)
+    recording = RequestRecording(RecorderStats(), budget)
     buffer = BodyBuffer(limit=4, owner=recording)
     buffer.feed(b"abcdef")
     assert budget.used == 4 and buffer.to_body().truncated

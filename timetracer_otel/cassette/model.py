@@ -159,17 +159,18 @@ class Body:
         self._pending = None
         return data
 
-    def _fields(self) -> tuple[bytes, int, bool, bool, str | None]:
+    def as_tuple(self) -> tuple[bytes, int, bool, bool, str | None]:
+        """``(data, size, truncated, complete, content_coding)``, the arguments that build this body again."""
         return (self.data, self._size, self._truncated, self._complete, self._coding)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
         assert isinstance(other, Body)
-        return self._fields() == other._fields()
+        return self.as_tuple() == other.as_tuple()
 
     def __hash__(self) -> int:
-        return hash(self._fields())
+        return hash(self.as_tuple())
 
     def __repr__(self) -> str:
         return (
@@ -178,7 +179,7 @@ class Body:
         )
 
     def __reduce__(self) -> tuple[type[Body], tuple[bytes, int, bool, bool, str | None]]:
-        return (Body, self._fields())
+        return (Body, self.as_tuple())
 
 
 

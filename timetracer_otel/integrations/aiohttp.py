@@ -30,10 +30,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from timetracer_otel.cassette.content_coding import decode_content
-from timetracer_otel.cassette.model import Body, Headers, HttpRequest, HttpResponse, Interaction
+from timetracer_otel.cassette.model import Headers, Interaction
 from timetracer_otel.integrations._base import Integration, Patch
 from timetracer_otel.integrations._http import RecordedBody, recorded_exception
-from timetracer_otel.record.recording import BodyBuffer, PendingCall, RequestRecording, body_of, current_recording
+from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
+from timetracer_otel.record.recording import BodyBuffer, BuiltCall, RequestRecording, body_of, current_recording
 from timetracer_otel.replay.guard import live_call
 from timetracer_otel.replay.matching import header_value
 from timetracer_otel.replay.session import replay_call
@@ -254,7 +255,7 @@ class _Exchange:
     def __init__(self, recording: RequestRecording, auto_decompress: bool) -> None:
         self.recording = recording
         self.auto_decompress = auto_decompress
-        self.pending: PendingCall | None = None
+        self.pending: BuiltCall | None = None
 
 
 def _innermost(session: ClientSession, kwargs: dict[str, Any], middleware: Any) -> dict[str, Any]:
@@ -310,8 +311,8 @@ class AiohttpIntegration(Integration):
         limit = self.settings.max_body_bytes
         request_body = await self._tap_request(recording, request, limit)
         method, url, headers = request.method, str(request.url), _headers(request.headers)
-        call = PendingCall(
-            "http", self.name, lambda: HttpRequest(method=method, url=url, headers=headers, body=request_body())
+        call = BuiltCall(
+            "http", self.name, lambda: CapturedHttpRequest(method=method, url=url, headers=headers, body=request_body())
         )
         recording.add_call(call)
         exchange.pending = call
@@ -328,7 +329,7 @@ class AiohttpIntegration(Integration):
         coding = response_headers.get(hdrs.CONTENT_ENCODING)
         stored = None if _decompressed(coding, exchange.auto_decompress) else coding
         call.succeeded(
-            lambda: HttpResponse(
+            lambda: CapturedHttpResponse(
                 status=status,
                 headers=_headers(response_headers),
                 body=buffer.to_body(content_coding=stored),
@@ -341,7 +342,7 @@ class AiohttpIntegration(Integration):
     @staticmethod
     async def _tap_request(
         recording: RequestRecording, request: ClientRequest, limit: int
-    ) -> Callable[[], Body | None]:
+    ) -> Callable[[], CapturedBody | None]:
         body = _payload(request)
         if body is None:
             return _no_body
@@ -365,12 +366,12 @@ class AiohttpIntegration(Integration):
             await _TeePayload(body, buffer).write_with_length(None, None)
             data = buffer.to_body().data
         interaction = replay_call(
-            HttpRequest(
+            CapturedHttpRequest(
                 method=request.method,
                 url=str(request.url),
                 headers=_headers(request.headers),
                 body=None if data is None else body_of(data, len(data)),
-            )
+            ).to_model()
         )
         if interaction.error is not None:
             raise self._error(interaction, request)

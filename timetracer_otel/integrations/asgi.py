@@ -20,8 +20,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import Span
 
 from timetracer_otel._context import attach_request_state
-from timetracer_otel.cassette.model import Body, HttpRequest, HttpResponse
 from timetracer_otel.integrations._base import Integration, Patch
+from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
 from timetracer_otel.record.recording import BodyBuffer, RequestRecording
 from timetracer_otel.replay.session import ReplaySession
 
@@ -44,10 +44,6 @@ _SERVING: contextvars.ContextVar[tuple[Scope, RequestState] | None] = contextvar
 
 #: What :func:`inbound_request` reads from a scope.
 _REQUEST_KEYS = ("method", "scheme", "server", "root_path", "path", "query_string", "headers", "route")
-
-
-def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
-    return tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw or ())
 
 
 def _url(scope: Scope) -> str:
@@ -74,33 +70,91 @@ def _route(scope: Scope) -> str | None:
     return f"{scope.get('root_path', '')}{path}" if isinstance(path, str) else None
 
 
-def inbound_request(scope: Scope, body: Body | None) -> HttpRequest:
-    return HttpRequest(
+def inbound_request(scope: Scope, body: CapturedBody | None) -> CapturedHttpRequest:
+    """The request a scope describes, as recorded (and, made a model value, as replay looks it up)."""
+    return CapturedHttpRequest(
         method=scope.get("method", "GET"),
         url=_url(scope),
-        headers=_headers(scope.get("headers")),
+        headers=scope.get("headers") or (),
         body=body,
         route=_route(scope),
     )
 
 
-class _ResponseCapture:
-    __slots__ = ("body", "headers", "status")
+class _InboundExchange:
+    """What one recorded request captured; builds the cassette's request and response on the writer thread.
 
-    def __init__(self, limit: int, owner: RequestRecording) -> None:
+    Slotted objects rather than closures: all of this lives until the cassette is written, and each closure
+    and cell would be one more object for the garbage collector to promote and scan.
+    """
+
+    __slots__ = ("headers", "http_version", "request_body", "response_body", "scope", "status")
+
+    def __init__(self, scope: Scope, recording: RequestRecording, limit: int) -> None:
+        #: The live scope while the request runs (the router sets its route; a hard timeout may write the
+        #: request early), then only the parts :func:`inbound_request` reads (see :meth:`release_scope`).
+        self.scope = scope
+        self.http_version: str | None = scope.get("http_version")
         self.status: int | None = None
         self.headers: Any = ()
-        self.body = BodyBuffer(limit, owner)
+        #: None when the request has no body: then the app may rightly never call receive().
+        self.request_body = BodyBuffer(limit, recording) if _has_body(scope) else None
+        self.response_body = BodyBuffer(limit, recording)
 
-    def response(self, http_version: str | None) -> HttpResponse | None:
+    def release_scope(self) -> None:
+        """Keep only what the cassette needs: the scope holds the app's whole request graph, which would
+        otherwise live on into the garbage collector's oldest generation."""
+        scope = self.scope
+        self.scope = {key: scope[key] for key in _REQUEST_KEYS if key in scope}
+
+    def request(self) -> CapturedHttpRequest:
+        body = _NO_BODY if self.request_body is None else self.request_body.to_body()
+        return inbound_request(self.scope, body)
+
+    def response(self) -> CapturedHttpResponse | None:
         if self.status is None:
             return None
-        return HttpResponse(
+        return CapturedHttpResponse(
             status=self.status,
-            headers=_headers(self.headers),
-            body=self.body.to_body(),
-            http_version=http_version,
+            headers=self.headers or (),
+            body=self.response_body.to_body(),
+            http_version=self.http_version,
         )
+
+
+_NO_BODY = CapturedBody(b"", 0)
+
+
+class _Tee:
+    """The ``receive`` and ``send`` the app gets: each message passes through unchanged, copied on the way."""
+
+    __slots__ = ("_exchange", "_receive", "_send")
+
+    def __init__(self, exchange: _InboundExchange, receive: Receive, send: Send) -> None:
+        self._exchange = exchange
+        self._receive = receive
+        self._send = send
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        body = self._exchange.request_body
+        if body is not None and message.get("type") == "http.request":
+            body.feed(message.get("body", b""))
+            if not message.get("more_body", False):
+                body.close()
+        return message
+
+    async def send(self, message: Message) -> None:
+        kind = message.get("type")
+        if kind == "http.response.start":
+            self._exchange.status = message.get("status")
+            self._exchange.headers = message.get("headers")
+        elif kind == "http.response.body":
+            body = self._exchange.response_body
+            body.feed(message.get("body", b""))
+            if not message.get("more_body", False):
+                body.close()
+        await self._send(message)
 
 
 class _ContextBridge:
@@ -135,35 +189,41 @@ class AsgiIntegration(Integration):
         return (Patch("opentelemetry.instrumentation.asgi", "OpenTelemetryMiddleware.__call__", self._call),)
 
     def _call(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        # Not a coroutine function itself: a call with other arguments must fail at once, as the middleware's
-        # own does (uvicorn calls the app with none to tell apps from app factories).
+        # Not a coroutine function itself: it picks which coroutine serves the request, so the request path
+        # has one layer of ours, not two. A call with other arguments fails at once, as the middleware's own
+        # does (uvicorn calls the app with none to tell apps from app factories).
         if not self.active or len(args) != 3 or kwargs:
             return wrapped(*args, **kwargs)
-        return self._serve(wrapped, instance, *args)
-
-    async def _serve(self, wrapped: Any, instance: Any, scope: Scope, receive: Receive, send: Send) -> Any:
+        scope, receive, send = args
         serving = _SERVING.get()
         if serving is not None and serving[0] is scope:  # a mounted app inside a request already served
-            return await wrapped(scope, receive, send)
+            return wrapped(scope, receive, send)
         if not isinstance(instance.app, _ContextBridge):
             instance.app = _ContextBridge(instance.app, self)
-        if scope["type"] == "lifespan":
-            return await wrapped(scope, receive, self._lifespan_send(send))
-        if scope["type"] != "http":
-            return await wrapped(scope, receive, send)
+        kind = scope["type"]
+        if kind == "lifespan":
+            return wrapped(scope, receive, self._lifespan_send(send))
+        if kind != "http":
+            return wrapped(scope, receive, send)
         # asyncio can hand a keep-alive connection's next request the context of the previous one
-        # (cpython#140947, uvicorn#2167): start such a request from a clean context, or its server span
+        # (cpython#140947, uvicorn#2167): such a request starts from a clean context, or its server span
         # would become a child of the previous request's spans.
-        clean = otel_context.attach(otel_context.Context()) if serving is not None else None
+        leaked = serving is not None
+        if self.runtime.recorder is not None:
+            return self._record(wrapped, scope, receive, send, leaked)
+        if self.runtime.source is not None:
+            return self._replay(wrapped, scope, receive, send, leaked)
+        if leaked:
+            return self._serve_clean(wrapped, scope, receive, send)
+        return wrapped(scope, receive, send)
+
+    @staticmethod
+    async def _serve_clean(wrapped: Any, scope: Scope, receive: Receive, send: Send) -> Any:
+        clean = otel_context.attach(otel_context.Context())
         try:
-            if self.runtime.recorder is not None:
-                return await self._record(wrapped, scope, receive, send)
-            if self.runtime.source is not None:
-                return await self._replay(wrapped, scope, receive, send)
             return await wrapped(scope, receive, send)
         finally:
-            if clean is not None:
-                otel_context.detach(clean)
+            otel_context.detach(clean)
 
     def _lifespan_send(self, send: Send) -> Send:
         recorder = self.runtime.recorder
@@ -176,60 +236,44 @@ class AsgiIntegration(Integration):
 
         return lifespan_send
 
-    async def _record(self, wrapped: Any, scope: Scope, receive: Receive, send: Send) -> Any:
+    async def _record(self, wrapped: Any, scope: Scope, receive: Receive, send: Send, leaked: bool) -> Any:
         recorder = self.runtime.recorder
         assert recorder is not None
-        limit = self.settings.max_body_bytes
-
-        recording = recorder.admit(scope.get("path", "/"), lambda: inbound_request(scope, request_body.to_body()))
-        if recording is None:
-            token = _SERVING.set((scope, None))
+        clean = otel_context.attach(otel_context.Context()) if leaked else None
+        try:
+            recording = recorder.admit(scope.get("path", "/"))
+            if recording is None:
+                token = _SERVING.set((scope, None))
+                try:
+                    return await wrapped(scope, receive, send)
+                finally:
+                    _SERVING.reset(token)
+            exchange = _InboundExchange(scope, recording, self.settings.max_body_bytes)
+            recording.inbound = exchange
+            tee = _Tee(exchange, receive, send)
+            token = _SERVING.set((scope, recording))
             try:
-                return await wrapped(scope, receive, send)
+                return await wrapped(scope, tee.receive, tee.send)
+            except BaseException as exc:
+                recording.error = exc
+                raise
             finally:
                 _SERVING.reset(token)
-        request_body = BodyBuffer(limit, recording)
-        if not _has_body(scope):
-            request_body.close()  # nothing to read: the app may rightly never call receive()
-        captured = _ResponseCapture(limit, recording)
-        http_version = scope.get("http_version")
-        recording.response = lambda: captured.response(http_version)
-
-        async def tee_receive() -> Message:
-            message = await receive()
-            if message.get("type") == "http.request":
-                request_body.feed(message.get("body", b""))
-                if not message.get("more_body", False):
-                    request_body.close()
-            return message
-
-        async def tee_send(message: Message) -> None:
-            kind = message.get("type")
-            if kind == "http.response.start":
-                captured.status = message.get("status")
-                captured.headers = message.get("headers")
-            elif kind == "http.response.body":
-                captured.body.feed(message.get("body", b""))
-                if not message.get("more_body", False):
-                    captured.body.close()
-            await send(message)
-
-        token = _SERVING.set((scope, recording))
-        try:
-            return await wrapped(scope, tee_receive, tee_send)
-        except BaseException as exc:
-            recording.error = exc
-            raise
+                exchange.release_scope()
+                recorder.finish(recording)
         finally:
-            _SERVING.reset(token)
-            # From here on keep only what the cassette needs, not the scope: it holds the app's whole request
-            # graph, which would otherwise live on into the garbage collector's oldest generation. (Until now
-            # the scope was needed: the router sets its route, and a hard timeout may write the request early.)
-            parts = {key: scope[key] for key in _REQUEST_KEYS if key in scope}
-            recording.request = lambda: inbound_request(parts, request_body.to_body())
-            recorder.finish(recording)
+            if clean is not None:
+                otel_context.detach(clean)
 
-    async def _replay(self, wrapped: Any, scope: Scope, receive: Receive, send: Send) -> Any:
+    async def _replay(self, wrapped: Any, scope: Scope, receive: Receive, send: Send, leaked: bool) -> Any:
+        clean = otel_context.attach(otel_context.Context()) if leaked else None
+        try:
+            return await self._replay_request(wrapped, scope, receive, send)
+        finally:
+            if clean is not None:
+                otel_context.detach(clean)
+
+    async def _replay_request(self, wrapped: Any, scope: Scope, receive: Receive, send: Send) -> Any:
         source = self.runtime.source
         assert source is not None
         buffered: list[Message] = []
@@ -243,7 +287,7 @@ class AsgiIntegration(Integration):
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        session = source.session_for(inbound_request(scope, Body.of(body)))
+        session = source.session_for(inbound_request(scope, CapturedBody(body, len(body))).to_model())
 
         async def replay_receive() -> Message:
             return buffered.pop(0) if buffered else await receive()

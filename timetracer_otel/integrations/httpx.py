@@ -6,15 +6,17 @@ Record tees the request and response streams, so the app reads exactly what the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import httpx
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
-from timetracer_otel.cassette.model import HttpRequest, HttpResponse, Interaction
+from timetracer_otel.cassette.model import Interaction
 from timetracer_otel.integrations._base import Integration, Patch
 from timetracer_otel.integrations._http import RecordedBody, recorded_exception
+from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
 from timetracer_otel.record.recording import BodyBuffer, PendingCall, RequestRecording, body_of, current_recording
 from timetracer_otel.replay.guard import live_call
 from timetracer_otel.replay.session import replay_call
@@ -62,6 +64,81 @@ class _RecordedStream(httpx.SyncByteStream, httpx.AsyncByteStream):
             yield chunk
 
 
+class _HttpxCall(PendingCall):
+    """One recorded call: the parts of its request and response the cassette needs, built into captured values
+    on the writer thread.
+
+    Only the parts, not httpx's request and response objects: keeping those graphs alive until the cassette is
+    written would push them into the garbage collector's oldest generation.
+    """
+
+    __slots__ = (
+        "content",
+        "limit",
+        "method",
+        "reason",
+        "request_buffer",
+        "request_headers",
+        "response_buffer",
+        "response_headers",
+        "status",
+        "url",
+        "version",
+    )
+
+    def __init__(self, request: httpx.Request, limit: int, recording: RequestRecording) -> None:
+        super().__init__("http", "httpx")
+        self.limit = limit
+        self.method = request.method
+        self.url = request.url
+        self.request_headers = request.headers
+        self.content: bytes | None = None
+        self.request_buffer: BodyBuffer | None = None
+        if hasattr(request, "_content"):  # already read; a redirect's next request is not, so it is teed
+            self.content = request.content
+            recording.account(len(self.content))
+        else:
+            self.request_buffer = BodyBuffer(limit, recording)
+        self.status = 0
+        self.response_headers: httpx.Headers | None = None
+        self.reason: object = None
+        self.version: object = None
+        self.response_buffer = BodyBuffer(limit, recording)
+
+    def succeeded(self, response: httpx.Response) -> BodyBuffer:
+        """Keep the response's parts; returns the buffer its body is to be teed into."""
+        self.status = response.status_code
+        self.response_headers = response.headers
+        self.reason = response.extensions.get("reason_phrase")
+        self.version = response.extensions.get("http_version")
+        self.end_ns = time.time_ns()
+        return self.response_buffer
+
+    def request(self) -> CapturedHttpRequest:
+        if self.request_buffer is not None:
+            body = self.request_buffer.to_body()
+        else:
+            body = body_of(self.content or b"", self.limit)
+        return _captured_request(self.method, self.url, self.request_headers, body)
+
+    def response(self) -> CapturedHttpResponse | None:
+        headers = self.response_headers
+        if headers is None:
+            return None
+        return CapturedHttpResponse(
+            status=self.status,
+            headers=headers.raw,
+            body=self.response_buffer.to_body(content_coding=headers.get("content-encoding")),
+            reason=_text(self.reason),
+            http_version=_text(self.version),
+        )
+
+
+def _captured_request(method: str, url: httpx.URL, headers: httpx.Headers, body: CapturedBody) -> CapturedHttpRequest:
+    """The request as recorded, and (made a model value) as replay looks it up: headers as sent, in bytes."""
+    return CapturedHttpRequest(method=method, url=str(url), headers=headers.raw, body=body)
+
+
 def _text(value: object) -> str | None:
     return value.decode("ascii", "replace") if isinstance(value, bytes) and value else None
 
@@ -94,7 +171,7 @@ class HttpxIntegration(Integration):
         except Exception as exc:
             call.failed(exc)
             raise
-        return self._finish(recording, call, response)
+        return self._finish(call, response)
 
     async def _handle_async_request(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if not self.active or not is_instrumentation_enabled():
@@ -113,64 +190,28 @@ class HttpxIntegration(Integration):
         except Exception as exc:
             call.failed(exc)
             raise
-        return self._finish(recording, call, response)
+        return self._finish(call, response)
 
     # -- record -------------------------------------------------------------------------------------------
 
-    def _begin(self, recording: RequestRecording, request: httpx.Request) -> PendingCall:
-        limit = self.settings.max_body_bytes
-        if hasattr(request, "_content"):  # already read; a redirect's next request is not, so it is teed
-            content = request.content
-            recording.account(len(content))
-
-            def request_body() -> Any:
-                return body_of(content, limit)
-        else:
-            buffer = BodyBuffer(limit, recording)
-            request.stream = _TeeStream(request.stream, buffer)
-
-            def request_body() -> Any:
-                return buffer.to_body()
-
-        # Only the parts, not the request: keeping httpx's request and response graphs alive until the
-        # cassette is written would push them into the garbage collector's oldest generation.
-        method, url, headers = request.method, request.url, request.headers
-        call = PendingCall(
-            "http",
-            self.name,
-            lambda: HttpRequest(method=method, url=str(url), headers=tuple(headers.multi_items()), body=request_body()),
-        )
+    def _begin(self, recording: RequestRecording, request: httpx.Request) -> _HttpxCall:
+        call = _HttpxCall(request, self.settings.max_body_bytes, recording)
+        if call.request_buffer is not None:
+            request.stream = _TeeStream(request.stream, call.request_buffer)
         recording.add_call(call)
         return call
 
-    def _finish(
-        self, recording: RequestRecording, call: PendingCall, response: httpx.Response
-    ) -> httpx.Response:
-        buffer = BodyBuffer(self.settings.max_body_bytes, recording)
-        response.stream = _TeeStream(response.stream, buffer)
-        status, headers, extensions = response.status_code, response.headers, response.extensions
-        reason, version = extensions.get("reason_phrase"), extensions.get("http_version")
-        call.succeeded(
-            lambda: HttpResponse(
-                status=status,
-                headers=tuple(headers.multi_items()),
-                body=buffer.to_body(content_coding=headers.get("content-encoding")),
-                reason=_text(reason),
-                http_version=_text(version),
-            )
-        )
+    @staticmethod
+    def _finish(call: _HttpxCall, response: httpx.Response) -> httpx.Response:
+        response.stream = _TeeStream(response.stream, call.succeeded(response))
         return response
 
     # -- replay -------------------------------------------------------------------------------------------
 
     def _replay(self, request: httpx.Request) -> httpx.Response:
-        recorded_request = HttpRequest(
-            method=request.method,
-            url=str(request.url),
-            headers=tuple(request.headers.multi_items()),
-            body=body_of(request.content, len(request.content)),
-        )
-        interaction = replay_call(recorded_request)
+        content = request.content
+        live = _captured_request(request.method, request.url, request.headers, body_of(content, len(content)))
+        interaction = replay_call(live.to_model())
         if interaction.error is not None:
             raise self._error(interaction, request)
         return self._response(interaction, request)
@@ -186,7 +227,7 @@ class HttpxIntegration(Integration):
             extensions["http_version"] = recorded.http_version.encode("ascii", "replace")
         return httpx.Response(
             status_code=recorded.status,
-            headers=list(recorded.headers),
+            headers=[(name.encode("latin-1"), value.encode("latin-1")) for name, value in recorded.headers],
             stream=_RecordedStream(RecordedBody(interaction)),
             extensions=extensions,
             request=request,

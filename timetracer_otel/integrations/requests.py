@@ -27,10 +27,11 @@ from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
 from urllib3 import HTTPHeaderDict
 
-from timetracer_otel.cassette.model import Body, Headers, HttpRequest, HttpResponse, Interaction
+from timetracer_otel.cassette.model import Headers, Interaction
 from timetracer_otel.integrations._base import Integration, Patch
 from timetracer_otel.integrations._http import RecordedBody, recorded_exception
-from timetracer_otel.record.recording import BodyBuffer, PendingCall, RequestRecording, body_of, current_recording
+from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
+from timetracer_otel.record.recording import BodyBuffer, BuiltCall, RequestRecording, body_of, current_recording
 from timetracer_otel.replay.guard import live_call
 from timetracer_otel.replay.session import replay_call
 
@@ -72,11 +73,11 @@ class _TeeUpload(wrapt.ObjectProxy[Any]):
         self._self_buffer = BodyBuffer(self._self_limit, self._self_owner)
         return position
 
-    def body(self) -> Body:
+    def body(self) -> CapturedBody:
         return self._self_buffer.to_body()
 
 
-def _tee_upload(body: Any, limit: int, owner: RequestRecording | None) -> tuple[Any, Callable[[], Body]]:
+def _tee_upload(body: Any, limit: int, owner: RequestRecording | None) -> tuple[Any, Callable[[], CapturedBody]]:
     """What urllib3 should send instead of a streamed ``body`` (the same bytes, copied as they are read),
     and what builds the recorded body from the copy."""
     if hasattr(body, "read"):
@@ -160,7 +161,7 @@ class _TeeResponse(wrapt.ObjectProxy[Any]):
             yield chunk
         self._self_copy(None, decode_content, done=True)
 
-    def body(self) -> Body:
+    def body(self) -> CapturedBody:
         """The recorded body (called on the writer thread)."""
         raw = self.__wrapped__
         if getattr(raw, "length_remaining", None) == 0 and not raw.headers.get("content-encoding"):
@@ -339,34 +340,34 @@ class RequestsIntegration(Integration):
 
     # -- record -------------------------------------------------------------------------------------------
 
-    def _begin(self, recording: RequestRecording, request: PreparedRequest) -> tuple[PendingCall, Any]:
+    def _begin(self, recording: RequestRecording, request: PreparedRequest) -> tuple[BuiltCall, Any]:
         """The call, and the body to send in place of the request's (a teeing one when it is streamed)."""
         limit = self.settings.max_body_bytes
         body: Any = request.body
         whole = _whole(body)
-        request_body: Callable[[], Body | None]
+        request_body: Callable[[], CapturedBody | None]
         if body is None:
             request_body = _no_body
         elif whole is not None:
             recording.account(min(len(whole), limit))
 
-            def request_body() -> Body | None:
+            def request_body() -> CapturedBody | None:
                 return body_of(whole, limit)
         else:
             body, request_body = _tee_upload(body, limit, recording)
         method, url, headers = request.method or "GET", request.url or "", _request_headers(request)
-        call = PendingCall(
-            "http", self.name, lambda: HttpRequest(method=method, url=url, headers=headers, body=request_body())
+        call = BuiltCall(
+            "http", self.name, lambda: CapturedHttpRequest(method=method, url=url, headers=headers, body=request_body())
         )
         recording.add_call(call)
         return call, body
 
-    def _finish(self, recording: RequestRecording, call: PendingCall, response: requests.Response) -> requests.Response:
+    def _finish(self, recording: RequestRecording, call: BuiltCall, response: requests.Response) -> requests.Response:
         raw = response.raw
         tee = _TeeResponse(raw, BodyBuffer(self.settings.max_body_bytes, recording))
         response.raw = tee
         call.succeeded(
-            lambda: HttpResponse(
+            lambda: CapturedHttpResponse(
                 status=raw.status,
                 headers=tuple((str(k), str(v)) for k, v in raw.headers.items()),
                 body=tee.body(),
@@ -385,12 +386,12 @@ class RequestsIntegration(Integration):
             _drain(upload)
             data = sent().data
         interaction = replay_call(
-            HttpRequest(
+            CapturedHttpRequest(
                 method=request.method or "GET",
                 url=request.url or "",
                 headers=_request_headers(request),
                 body=body_of(data, len(data)) if request.body is not None else None,
-            )
+            ).to_model()
         )
         if interaction.error is not None:
             raise self._error(interaction, request)

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from opentelemetry.trace import SpanKind
+
 from timetracer_otel._version import __version__
 from timetracer_otel.cassette.model import Cassette, Interaction, Metadata, SpanSummary
 from timetracer_otel.exporters.base import Exporter
@@ -27,8 +29,8 @@ def _interaction(call: CapturedCall, base: int) -> Interaction:
     return Interaction(
         kind=call.kind,
         library=call.library,
-        request=call.request,
-        response=call.response,
+        request=call.request.to_model(),
+        response=None if call.response is None else call.response.to_model(),
         error=call.error,
         start_ms=(call.start_ns - base) / _MS,
         duration_ms=(end - call.start_ns) / _MS,
@@ -43,7 +45,7 @@ def assemble(captured: CapturedRequest, service: str) -> Cassette:
     spans = tuple(
         SpanSummary(
             name=name,
-            kind=kind,
+            kind=SpanKind(kind).name,
             span_id=f"{span_id:016x}",
             parent_span_id=_span_id(parent),
             start_ms=(start - base) / _MS,
@@ -62,8 +64,8 @@ def assemble(captured: CapturedRequest, service: str) -> Cassette:
             duration_ms=(last_end - base) / _MS,
             incomplete=captured.incomplete,
         ),
-        request=captured.request,
-        response=captured.response,
+        request=captured.request.to_model(),
+        response=None if captured.response is None else captured.response.to_model(),
         error=captured.error,
         interactions=tuple(_interaction(c, base) for c in sorted(captured.calls, key=lambda c: c.start_ns)),
         spans=spans,

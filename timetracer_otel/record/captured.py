@@ -1,25 +1,100 @@
 """A written request as the app's process hands it over: what was captured, before it becomes a cassette.
 
 The app's process does as little as it can with a finished request, because every microsecond there is taken
-from the app: it materializes the captured payloads into model values and copies out the numbers. Turning
-those into a :class:`~timetracer_otel.cassette.model.Cassette` (offsets, span summaries, hex ids, ordering;
+from the app: it joins the captured payloads' chunks and copies out references and raw numbers (header bytes as
+the libraries hold them, nanosecond times, integer ids). Turning those into model values and a
+:class:`~timetracer_otel.cassette.model.Cassette` (decoded headers, offsets, span summaries, hex ids, ordering;
 see :mod:`timetracer_otel.record.assembly`) happens where the cassette is stored, normally the writer process.
 Values cross the pipe as MessagePack, which msgspec encodes from these structs in C.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import msgspec
 
-from timetracer_otel.cassette.model import Body, HttpRequest, HttpResponse, RecordedError
+from timetracer_otel.cassette.model import Body, Headers, HttpRequest, HttpResponse, RecordedError
 
-__all__ = ["CaptureWriter", "CapturedCall", "CapturedRequest", "SpanTuple", "decode_captured", "encode_captured"]
+__all__ = [
+    "CaptureWriter",
+    "CapturedBody",
+    "CapturedCall",
+    "CapturedHttpRequest",
+    "CapturedHttpResponse",
+    "CapturedRequest",
+    "RawHeaders",
+    "SpanTuple",
+    "decode_captured",
+    "encode_captured",
+    "header_pairs",
+]
 
-#: A span as recorded on the app thread: (name, kind, span_id, parent_span_id, start_ns, end_ns).
-SpanTuple = tuple[str, str, int, int | None, int, int]
+#: A span as recorded on the app thread: (name, kind, span_id, parent_span_id, start_ns, end_ns), the kind
+#: as the number of its ``SpanKind``.
+SpanTuple = tuple[str, int, int, int | None, int, int]
+
+#: Header pairs as the server or client library holds them (bytes or text, a list or a tuple per pair): they
+#: cross the pipe as they are, and are made text where the cassette is assembled (:func:`header_pairs`).
+RawHeaders = Sequence[Sequence[Any]]
+
+
+def header_pairs(raw: Iterable[Sequence[Any]]) -> Headers:
+    """Header pairs as cassettes hold them: bytes decoded as Latin-1, which maps each byte to one character,
+    so replay can encode them back to exactly the bytes that were sent."""
+    return tuple([(_text(name), _text(value)) for name, value in raw])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes | bytearray) else value
+
+
+class CapturedBody(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A payload as captured; see :class:`~timetracer_otel.cassette.model.Body` for the fields."""
+
+    data: bytes
+    size: int
+    truncated: bool = False
+    complete: bool = True
+    content_coding: str | None = None
+
+    def to_model(self) -> Body:
+        return Body(self.data, self.size, self.truncated, self.complete, self.content_coding)
+
+
+class CapturedHttpRequest(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    method: str
+    url: str
+    headers: RawHeaders
+    body: CapturedBody | None = None
+    route: str | None = None
+
+    def to_model(self) -> HttpRequest:
+        return HttpRequest(
+            method=self.method,
+            url=self.url,
+            headers=header_pairs(self.headers),
+            body=None if self.body is None else self.body.to_model(),
+            route=self.route,
+        )
+
+
+class CapturedHttpResponse(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    status: int
+    headers: RawHeaders
+    body: CapturedBody | None = None
+    reason: str | None = None
+    http_version: str | None = None
+
+    def to_model(self) -> HttpResponse:
+        return HttpResponse(
+            status=self.status,
+            headers=header_pairs(self.headers),
+            body=None if self.body is None else self.body.to_model(),
+            reason=self.reason,
+            http_version=self.http_version,
+        )
 
 
 class CapturedCall(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -27,8 +102,8 @@ class CapturedCall(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
     kind: str
     library: str
-    request: HttpRequest
-    response: HttpResponse | None
+    request: CapturedHttpRequest
+    response: CapturedHttpResponse | None
     error: RecordedError | None
     start_ns: int
     end_ns: int | None
@@ -46,8 +121,8 @@ class CapturedRequest(msgspec.Struct, array_like=True, frozen=True, gc=False):
     #: Hexadecimal: a 128-bit trace id does not fit a MessagePack integer.
     trace_id: str | None
     incomplete: bool
-    request: HttpRequest
-    response: HttpResponse | None
+    request: CapturedHttpRequest
+    response: CapturedHttpResponse | None
     error: RecordedError | None
     calls: tuple[CapturedCall, ...]
     spans: tuple[SpanTuple, ...]
@@ -66,21 +141,8 @@ class CaptureWriter(Protocol):
     def close(self) -> None: ...
 
 
-def _to_wire(value: Any) -> Any:
-    if isinstance(value, Body):
-        return (value.data, value.size, value.truncated, value.complete, value.content_coding)
-    raise TypeError(f"cannot send a {type(value).__name__} to the writer process")
-
-
-def _from_wire(kind: type, value: Any) -> Any:
-    if kind is Body:
-        data, size, truncated, complete, content_coding = value
-        return Body(data, size, truncated, complete, content_coding)
-    raise TypeError(f"cannot decode a {kind.__name__}")
-
-
-_ENCODER = msgspec.msgpack.Encoder(enc_hook=_to_wire)
-_DECODER = msgspec.msgpack.Decoder(CapturedRequest, dec_hook=_from_wire)
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(CapturedRequest)
 
 
 def encode_captured(captured: CapturedRequest) -> bytes:

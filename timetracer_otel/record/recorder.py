@@ -21,12 +21,11 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
 
-from timetracer_otel.cassette.model import HttpRequest, RecordedError
+from timetracer_otel.cassette.model import RecordedError
 from timetracer_otel.record.captured import CapturedCall, CapturedRequest, CaptureWriter
 from timetracer_otel.record.recording import ByteBudget, PendingCall, RequestRecording
 from timetracer_otel.record.tracker import RequestSpanTracker
@@ -91,8 +90,10 @@ class Recorder:
 
     # -- request path -------------------------------------------------------------------------------------
 
-    def admit(self, path: str, request: Callable[[], HttpRequest]) -> RequestRecording | None:
-        """A recording for this inbound request, or None if it is excluded, not sampled, or over capacity."""
+    def admit(self, path: str) -> RequestRecording | None:
+        """A recording for this inbound request, or None if it is excluded, not sampled, or over capacity.
+
+        The inbound integration then sets the recording's ``request`` and ``response`` builders."""
         if self._exclude_re is not None and self._exclude_re.match(path):
             self.stats.excluded += 1
             return None
@@ -108,7 +109,7 @@ class Recorder:
         ):
             self._over_capacity()
             return None
-        recording = RequestRecording(request, self.stats, self.budget)
+        recording = RequestRecording(self.stats, self.budget)
         self._pending[id(recording)] = recording
         self.stats.admitted += 1
         self._ensure_thread()
@@ -117,7 +118,7 @@ class Recorder:
     def finish(self, recording: RequestRecording) -> None:
         """The inbound integration's done-signal: the app has answered and its own work returned."""
         recording.done = True
-        if recording.open_spans <= 0:
+        if not recording.open_spans:
             self.settle(recording)
 
     def settle(self, recording: RequestRecording) -> None:
@@ -224,7 +225,7 @@ class Recorder:
                 continue
             if everything:
                 self._write(recording)
-            elif recording.open_spans > 0:
+            elif recording.open_spans:
                 continue  # a late span started; its end settles the request again
             elif now - recording.last_activity >= self.settings.quiet_period:
                 self._write(recording)
@@ -246,7 +247,7 @@ class Recorder:
         recording.finalized = True
         self._pending.pop(id(recording), None)
         try:
-            captured = self._capture(recording, incomplete or recording.open_spans > 0 or not recording.done)
+            captured = self._capture(recording, incomplete or bool(recording.open_spans) or not recording.done)
         except Exception:
             self.stats.capture_errors += 1
             logger.exception("timetracer: could not capture a request; it is not recorded")
@@ -260,12 +261,12 @@ class Recorder:
             self.stats.incomplete += 1
 
     def _capture(self, recording: RequestRecording, incomplete: bool) -> CapturedRequest | None:
-        response = recording.response() if recording.response is not None else None
+        response = recording.inbound.response()
         error = RecordedError.from_exception(recording.error) if recording.error is not None else None
         if self.settings.errors_only and error is None and (response is None or response.status < 500):
             self.stats.skipped_not_error += 1
             return None
-        request = recording.request()
+        request = recording.inbound.request()
         if request.route is None and recording.route is not None:
             request = msgspec.structs.replace(request, route=recording.route)
         calls = []
@@ -290,7 +291,7 @@ class Recorder:
     def _captured_call(self, call: PendingCall) -> CapturedCall | None:
         try:
             request = call.request()
-            response = call.response() if call.response is not None else None
+            response = call.response()
         except Exception:
             self.stats.capture_errors += 1
             logger.exception("timetracer: could not capture a %s call; it is left out of the cassette", call.library)

@@ -8,23 +8,30 @@ on the writer thread, through the materializer callables integrations hand over.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry import trace
 
 from timetracer_otel._context import request_state
-from timetracer_otel.cassette.model import Body, HttpRequest, HttpResponse
-from timetracer_otel.record.captured import SpanTuple
+from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse, SpanTuple
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
     from timetracer_otel.record.recorder import RecorderStats
 
-__all__ = ["BodyBuffer", "ByteBudget", "PendingCall", "RequestRecording", "body_of", "current_recording"]
+__all__ = [
+    "BodyBuffer",
+    "BuiltCall",
+    "ByteBudget",
+    "InboundCapture",
+    "PendingCall",
+    "RequestRecording",
+    "body_of",
+    "current_recording",
+]
 
 def current_recording() -> RequestRecording | None:
     """The recording of the inbound request this code runs for, if any."""
@@ -42,13 +49,16 @@ class ByteBudget:
 
 
 class BodyBuffer:
-    """Collects a payload chunk by chunk (streams are teed, never buffered ahead of the app), up to a cap."""
+    """Collects a payload chunk by chunk (streams are teed, never buffered ahead of the app), up to a cap.
 
-    __slots__ = ("_chunks", "_kept", "_limit", "_owner", "complete", "size")
+    Into a bytearray rather than a list of chunks: it lives until the cassette is written, and a bytearray is
+    not an object the garbage collector has to track.
+    """
+
+    __slots__ = ("_data", "_limit", "_owner", "complete", "size")
 
     def __init__(self, limit: int, owner: RequestRecording | None = None) -> None:
-        self._chunks: list[bytes] = []
-        self._kept = 0
+        self._data = bytearray()
         self._limit = limit
         self._owner = owner
         self.size = 0
@@ -58,44 +68,41 @@ class BodyBuffer:
         if self._owner is not None and self._owner.finalized:
             return  # written already (hard timeout): keep nothing more alive for it
         self.size += len(chunk)
-        room = self._limit - self._kept
+        room = self._limit - len(self._data)
         if room > 0 and chunk:
             kept = chunk if len(chunk) <= room else chunk[:room]
-            self._chunks.append(bytes(kept))
-            self._kept += len(kept)
+            self._data += kept
             if self._owner is not None:
                 self._owner.account(len(kept))
 
     def close(self) -> None:
         self.complete = True
 
-    def to_body(self, content_coding: str | None = None) -> Body:
-        return Body(
-            data=b"".join(self._chunks),
-            size=self.size,
-            truncated=self.size > self._kept,
-            complete=self.complete,
-            content_coding=content_coding,
-        )
+    def to_body(self, content_coding: str | None = None) -> CapturedBody:
+        data = bytes(self._data)
+        return CapturedBody(data, self.size, self.size > len(data), self.complete, content_coding)
 
 
-def body_of(data: bytes, limit: int) -> Body:
+def body_of(data: bytes, limit: int) -> CapturedBody:
     """A payload that was available whole."""
     if len(data) <= limit:
-        return Body(data=bytes(data), size=len(data))
-    return Body(data=bytes(data[:limit]), size=len(data), truncated=True)
+        return CapturedBody(bytes(data), len(data))
+    return CapturedBody(bytes(data[:limit]), len(data), truncated=True)
 
 
 class PendingCall:
-    """One outbound call in flight or done. ``request``/``response`` build model values on the writer thread."""
+    """One outbound call in flight or done.
 
-    __slots__ = ("end_ns", "error", "kind", "library", "parent_span_id", "request", "response", "span_id", "start_ns")
+    Each client integration subclasses it with what its library's call needs kept (one slotted object per
+    call: everything here lives until the cassette is written), and builds the captured request and response
+    from that on the writer thread.
+    """
 
-    def __init__(self, kind: str, library: str, request: Callable[[], HttpRequest]) -> None:
+    __slots__ = ("end_ns", "error", "kind", "library", "parent_span_id", "span_id", "start_ns")
+
+    def __init__(self, kind: str, library: str) -> None:
         self.kind = kind
         self.library = library
-        self.request = request
-        self.response: Callable[[], HttpResponse] | None = None
         self.error: BaseException | None = None
         self.start_ns = time.time_ns()
         self.end_ns: int | None = None
@@ -104,18 +111,61 @@ class PendingCall:
         parent = getattr(span, "parent", None)
         self.parent_span_id: int | None = parent.span_id if parent is not None else None
 
-    def succeeded(self, response: Callable[[], HttpResponse]) -> None:
-        self.response = response
-        self.end_ns = time.time_ns()
+    def request(self) -> CapturedHttpRequest:
+        raise NotImplementedError
+
+    def response(self) -> CapturedHttpResponse | None:
+        """The response, if the call got one."""
+        raise NotImplementedError
 
     def failed(self, error: BaseException) -> None:
         self.error = error
         self.end_ns = time.time_ns()
 
 
-def _released() -> HttpRequest:
-    """A released recording's request: it was written already, and reading it again is a bug."""
-    raise RuntimeError("this recording was written and released")
+class BuiltCall(PendingCall):
+    """A call whose captured request and response are built by callables the integration hands over."""
+
+    __slots__ = ("_request", "_response")
+
+    def __init__(self, kind: str, library: str, request: Callable[[], CapturedHttpRequest]) -> None:
+        super().__init__(kind, library)
+        self._request = request
+        self._response: Callable[[], CapturedHttpResponse] | None = None
+
+    def succeeded(self, response: Callable[[], CapturedHttpResponse]) -> None:
+        self._response = response
+        self.end_ns = time.time_ns()
+
+    def request(self) -> CapturedHttpRequest:
+        return self._request()
+
+    def response(self) -> CapturedHttpResponse | None:
+        return None if self._response is None else self._response()
+
+
+class InboundCapture(Protocol):
+    """What an inbound integration captured of the request it serves: built on the writer thread."""
+
+    def request(self) -> CapturedHttpRequest: ...
+
+    def response(self) -> CapturedHttpResponse | None:
+        """The response, or None when the app never started one."""
+        ...
+
+
+class _NoInbound:
+    """The inbound capture of a recording its integration has not described yet, or that was written and
+    released: reading it then is a bug."""
+
+    def request(self) -> CapturedHttpRequest:
+        raise RuntimeError("this recording has no inbound request to write")
+
+    def response(self) -> CapturedHttpResponse | None:
+        raise RuntimeError("this recording has no inbound response to write")
+
+
+_NO_INBOUND = _NoInbound()
 
 
 class RequestRecording:
@@ -123,7 +173,6 @@ class RequestRecording:
 
     __slots__ = (
         "_budget",
-        "_lock",
         "_stats",
         "buffered",
         "calls",
@@ -131,10 +180,9 @@ class RequestRecording:
         "done",
         "error",
         "finalized",
+        "inbound",
         "last_activity",
         "open_spans",
-        "request",
-        "response",
         "root_span_id",
         "route",
         "spans",
@@ -143,18 +191,18 @@ class RequestRecording:
         "trace_id",
     )
 
-    def __init__(self, request: Callable[[], HttpRequest], stats: RecorderStats, budget: ByteBudget) -> None:
-        self.request = request
+    def __init__(self, stats: RecorderStats, budget: ByteBudget) -> None:
+        #: The inbound integration sets it right after admission.
+        self.inbound: InboundCapture = _NO_INBOUND
         self._stats = stats
         self._budget = budget
         self.buffered = 0
         self.route: str | None = None
-        #: Builds the inbound response; it returns None when the app never started one.
-        self.response: Callable[[], HttpResponse | None] | None = None
         self.error: BaseException | None = None
         self.calls: list[PendingCall] = []
         self.spans: list[SpanTuple] = []
-        self.open_spans = 0
+        #: Ids of this request's spans that started and have not ended.
+        self.open_spans: set[int] = set()
         self.done = False
         self.finalized = False
         self.trace_id: int | None = None
@@ -163,7 +211,6 @@ class RequestRecording:
         self.start_ns = time.time_ns()
         self.last_activity = time.monotonic()
         self.deadline = 0.0
-        self._lock = threading.Lock()
 
     # -- called on app threads ----------------------------------------------------------------------------
 
@@ -175,15 +222,14 @@ class RequestRecording:
     def release(self) -> None:
         """Once written: give back the bytes, and drop what was captured so it is freed right away.
 
-        The materializers close over buffers that point back here: left in place, they would make each
-        request a reference cycle that only the garbage collector's slowest generation frees.
+        The captures hold buffers that point back here: left in place, they would make each request a
+        reference cycle that only the garbage collector's slowest generation frees.
         """
         self._budget.used -= self.buffered
         self.buffered = 0
         self.calls = []
         self.spans = []
-        self.request = _released
-        self.response = None
+        self.inbound = _NO_INBOUND
 
     def add_call(self, call: PendingCall) -> bool:
         """Attach an outbound call; False if the request was already written (the call is then not kept)."""
@@ -194,30 +240,33 @@ class RequestRecording:
         self.calls.append(call)
         return True
 
-    def span_started(self, trace_id: int, span_id: int, is_root: bool) -> None:
-        with self._lock:
-            self.open_spans += 1
-            if is_root and self.root_span_id is None:
-                self.trace_id = trace_id
-                self.root_span_id = span_id
-        self.last_activity = time.monotonic()
+    def root_started(self, trace_id: int, span_id: int) -> None:
+        """The request's root span started. Only the server span qualifies, and its integration reports it
+        before the app runs, so there is no race for it."""
+        self.trace_id = trace_id
+        self.root_span_id = span_id
 
-    def span_ended(self, span: ReadableSpan) -> None:
-        context = span.get_span_context()
+    def span_started(self, span_id: int) -> None:
+        # A set's add and discard are atomic, so spans ending on other threads need no lock. No activity
+        # stamp: an open span holds the request back by itself, and its end stamps the time.
+        self.open_spans.add(span_id)
+
+    def span_ended(self, span: ReadableSpan, span_id: int) -> None:
         parent = span.parent
         self.spans.append(
             (
                 span.name,
-                span.kind.name,
-                context.span_id if context else 0,
+                # The kind's number (an enum's documented ``_value_``: ``.value`` and ``.name`` are Python
+                # properties, and this runs for every span); the writer process names it.
+                span.kind._value_,
+                span_id,
                 parent.span_id if parent is not None and not parent.is_remote else None,
                 span.start_time or 0,
                 span.end_time or 0,
             )
         )
-        if context is not None and context.span_id == self.root_span_id and span.attributes:
-            route = span.attributes.get("http.route")
+        if span_id == self.root_span_id:
+            route = (span.attributes or {}).get("http.route")
             self.route = route if isinstance(route, str) else None
-        with self._lock:
-            self.open_spans -= 1
+        self.open_spans.discard(span_id)
         self.last_activity = time.monotonic()
