@@ -76,6 +76,8 @@ CONFIGS: dict[str, tuple[str, bool, str | None, str | None]] = {
     "c-pathonly": ("c': record, request path only (nothing assembled or written)", True, "record", "pathonly"),
     "c-capture": ("c'': record, request path + capture (nothing sent)", True, "record", "captureonly"),
     "c-encode": ("c''': record, path + capture + MessagePack (nothing sent)", True, "record", "encodeonly"),
+    "c-notrack": ("c: record without span tracking", True, "record", "notrack"),
+    "c-nohttpx": ("c: record without capturing httpx calls", True, "record", "nohttpx"),
 }
 ENDPOINTS = {"outbound": "/outbound?id=7", "empty": "/empty"}
 

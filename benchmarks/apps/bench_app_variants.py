@@ -8,6 +8,9 @@ Nothing here changes timetracer's files. ``BENCH_VARIANT`` selects:
   into a ``CapturedRequest``), then dropped instead of being handed to the writer process.
 * ``encodeonly``: as ``captureonly``, but each captured request is also encoded to MessagePack as for the pipe:
   everything in the app's process but the pipe itself.
+* ``notrack``: the span processor does nothing (recordings settle when the app answers; cassettes carry no span
+  tree): what span tracking costs.
+* ``nohttpx``: httpx calls pass straight through, not captured: what capturing an outbound call costs.
 
 Run under ``opentelemetry-instrument`` with ``TIMETRACER_MODE=record`` (the runtime is installed before this
 module is imported, so patching the class reaches the live recorder).
@@ -16,12 +19,15 @@ module is imported, so patching the class reaches the live recorder).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from bench_app import app
 
+from timetracer_otel.integrations.httpx import HttpxIntegration
 from timetracer_otel.record import recorder as recorder_module
 from timetracer_otel.record.captured import encode_captured
 from timetracer_otel.record.recording import RequestRecording
+from timetracer_otel.record.tracker import RequestSpanTracker
 
 __all__ = ["app"]
 
@@ -51,3 +57,29 @@ if "captureonly" in os.environ.get("BENCH_VARIANT", ""):
     recorder_module.Recorder._store_batch = _drop_batch  # type: ignore[method-assign]
 if "encodeonly" in os.environ.get("BENCH_VARIANT", ""):
     recorder_module.Recorder._store_batch = _encode_and_drop_batch  # type: ignore[method-assign]
+
+
+def _ignore_span(self: RequestSpanTracker, span: object, parent_context: object = None) -> None:
+    return None
+
+
+def _ignore_ended(self: RequestSpanTracker, span: object) -> None:
+    return None
+
+
+def _ignore_tracked(self: RequestSpanTracker, span: object, recording: RequestRecording) -> None:
+    return None
+
+
+if "notrack" in os.environ.get("BENCH_VARIANT", ""):
+    RequestSpanTracker.on_start = _ignore_span  # type: ignore[assignment]
+    RequestSpanTracker.on_end = _ignore_ended  # type: ignore[assignment]
+    RequestSpanTracker.track = _ignore_tracked  # type: ignore[assignment]
+
+
+async def _pass_through(self: HttpxIntegration, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    return await wrapped(*args, **kwargs)
+
+
+if "nohttpx" in os.environ.get("BENCH_VARIANT", ""):
+    HttpxIntegration._handle_async_request = _pass_through  # type: ignore[method-assign]
