@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from timetracer_otel.cassette.model import (
     SpanSummary,
 )
 from timetracer_otel.exporters.file import FileExporter
+from timetracer_otel.record import writer_process
 from timetracer_otel.record._writer_main import serve
 from timetracer_otel.record.assembly import AssemblingWriter, assemble
 from timetracer_otel.record.captured import (
@@ -131,9 +133,11 @@ def test_batches_are_encoded_and_written_by_the_writer_process(tmp_path: Path) -
     big = b'{"blob":"' + b"x" * 100_000 + b'"}'
     writer = WriterProcess(tmp_path, Compression.GZIP, "test")
     try:
-        assert writer.store_batch([_captured(), _captured(27, big)]) == (2, 0)
+        writer.store_batch([_captured(), _captured(27, big)])
+        assert writer.drain(10) == (2, 0)
         assert writer._process is not None and writer._process.pid != os.getpid()
-        assert writer.store_batch([_captured()]) == (1, 0)  # never replaces: a new name instead
+        writer.store_batch([_captured()])  # never replaces: a new name instead
+        assert writer.drain(10) == (1, 0)
     finally:
         writer.close()
     loaded = _loaded(tmp_path)
@@ -152,7 +156,8 @@ def test_a_cassette_that_cannot_be_stored_fails_alone(tmp_path: Path, capfd: pyt
     (tmp_path / "2026-11-27").write_text("a file where the day's folder would go")
     writer = WriterProcess(tmp_path, Compression.NONE, "test")
     try:
-        assert writer.store_batch([_captured(27), _captured(28)]) == (1, 1)
+        writer.store_batch([_captured(27), _captured(28)])
+        assert writer.drain(10) == (1, 1)
     finally:
         writer.close()
     assert (tmp_path / "2026-11-28/POST__checkout__0123456789ab.json").is_file()
@@ -174,11 +179,13 @@ def test_a_writer_process_that_died_between_batches_is_replaced(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     writer = WriterProcess(tmp_path, Compression.NONE, "test")
     try:
-        assert writer.store_batch([_captured(26)]) == (1, 0)
+        writer.store_batch([_captured(26)])
+        assert writer.drain(10) == (1, 0)
         assert writer._process is not None
         writer._process.kill()
         writer._process.wait()
-        assert writer.store_batch([_captured(27), _captured(28)]) == (2, 0)
+        writer.store_batch([_captured(27), _captured(28)])
+        assert writer.drain(10) == (2, 0)
         assert writer._process is not None and writer._process.poll() is None, "a new writer runs"
     finally:
         writer.close()
@@ -190,7 +197,8 @@ def test_a_batch_the_writer_process_did_not_take_is_written_here(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     writer = WriterProcess(tmp_path, Compression.NONE, "test")
     try:
-        assert writer.store_batch([_captured(26)]) == (1, 0)
+        writer.store_batch([_captured(26)])
+        assert writer.drain(10) == (1, 0)
         assert writer._process is not None and writer._process.stdin is not None
         writer._process.stdin.close()  # the pipe breaks while a batch is being handed over
         assert writer.store_batch([_captured(27)]) == (1, 0)
@@ -200,6 +208,43 @@ def test_a_batch_the_writer_process_did_not_take_is_written_here(tmp_path: Path,
         writer.close()
     assert [name[:10] for name in _loaded(tmp_path)] == ["2026-11-26", "2026-11-27", "2026-11-28"]
     assert "the writer process stopped; writing cassettes in-process" in caplog.text
+
+
+def test_batches_in_flight_when_the_writer_process_dies_are_written_here(tmp_path: Path) -> None:
+    writer = WriterProcess(tmp_path, Compression.NONE, "test")
+    try:
+        writer.store_batch([_captured(25)])
+        assert writer.drain(10) == (1, 0)
+        process = writer._process
+        assert process is not None
+        os.kill(process.pid, signal.SIGSTOP)  # it reads nothing more: the next batches wait in the pipe
+        assert writer.store_batch([_captured(26)]) == (0, 0)
+        assert writer.store_batch([_captured(27)]) == (0, 0)
+        process.kill()
+        process.wait()
+        assert writer.store_batch([_captured(28)]) == (2, 0), "26 and 27 were written here"
+        assert writer.drain(10) == (1, 0), "28 by a new writer process"
+    finally:
+        writer.close()
+    assert [name[:10] for name in _loaded(tmp_path)] == ["2026-11-25", "2026-11-26", "2026-11-27", "2026-11-28"]
+
+
+def test_a_hung_writer_process_is_replaced_by_writing_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(writer_process, "_STALLED_SECONDS", 0.5)
+    writer = WriterProcess(tmp_path, Compression.NONE, "test")
+    try:
+        writer.store_batch([_captured(20)])
+        assert writer._process is not None
+        os.kill(writer._process.pid, signal.SIGSTOP)
+        counts = [writer.store_batch([_captured(day)]) for day in range(21, 27)]
+        assert writer._process is None, "a writer process that acknowledges nothing is given up"
+        writer.store_batch([_captured(27)])
+    finally:
+        writer.close()
+    assert sum(stored for stored, _ in counts) == 7, counts  # 20 to 26, whoever wrote them
+    assert [name[:10] for name in _loaded(tmp_path)] == [f"2026-11-{day}" for day in range(20, 28)]
+    assert "the writer process acknowledged nothing for 0.5 s" in caplog.text
 
 
 def test_the_writer_process_is_not_instrumented(monkeypatch: pytest.MonkeyPatch) -> None:

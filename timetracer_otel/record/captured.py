@@ -129,13 +129,18 @@ class CapturedRequest(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class CaptureWriter(Protocol):
-    """Turns batches of captured requests into stored cassettes. Called only from the recorder's writer thread."""
+    """Turns batches of captured requests into stored cassettes. Called only from the recorder's writer thread.
+
+    Failures are logged and counted, never raised.
+    """
 
     def store_batch(self, captured: Sequence[CapturedRequest]) -> tuple[int, int]:
-        """Assemble and store each request's cassette; return how many were stored and how many failed.
+        """Store each request's cassette, now or soon; return how many cassettes were stored and how many
+        failed since the previous call (of this batch, or of earlier ones still being stored then)."""
+        ...
 
-        Failures are logged, never raised.
-        """
+    def drain(self, timeout: float | None = None) -> tuple[int, int]:
+        """Wait until every batch handed over is stored, or ``timeout`` seconds; counts as ``store_batch``."""
         ...
 
     def close(self) -> None: ...

@@ -201,8 +201,19 @@ class Recorder:
                 next_scan = time.monotonic() + _SCAN_INTERVAL
                 self._expire()
             self._store_batch()
+            if flushes:
+                self._drain()
             for flush in flushes:
                 flush.event.set()
+
+    def _drain(self) -> None:
+        try:
+            written, failed = self.writer.drain(self.settings.flush_timeout)
+        except Exception:  # as for store_batch: the writer thread must outlive a writer that raises
+            logger.exception("timetracer: the writer failed while waiting for cassettes to be stored")
+            return
+        self.stats.written += written
+        self.stats.write_errors += failed
 
     def _store_batch(self) -> None:
         if not self._batch:
