@@ -2,8 +2,9 @@
 
 A :class:`RequestRecording` travels in the OpenTelemetry context, so it reaches asyncio tasks and (with the
 threading instrumentation) worker threads exactly as the request's spans do. Everything done here runs on the
-app's threads, so it is limited to appending references; turning them into cassette values happens later,
-on the writer thread, through the materializer callables integrations hand over.
+app's threads, so it is limited to keeping references; copying them into captured values happens later, on
+the writer thread, through each capture's ``request()`` and ``response()`` (an integration's
+:class:`PendingCall` subclass, or its :class:`InboundCapture`).
 """
 
 from __future__ import annotations
