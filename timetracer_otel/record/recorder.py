@@ -93,7 +93,7 @@ class Recorder:
     def admit(self, path: str) -> RequestRecording | None:
         """A recording for this inbound request, or None if it is excluded, not sampled, or over capacity.
 
-        The inbound integration then sets the recording's ``request`` and ``response`` builders."""
+        The inbound integration then sets the recording's ``inbound`` capture."""
         if self._exclude_re is not None and self._exclude_re.match(path):
             self.stats.excluded += 1
             return None
