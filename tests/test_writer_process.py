@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import sys
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,11 @@ def _loaded(directory: Path) -> dict[str, Cassette]:
     return {str(p.relative_to(directory)): load_cassette(p) for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+def _days(directory: Path) -> list[str]:
+    """The day folder of each cassette stored below ``directory``, in name order."""
+    return [name[:10] for name in _loaded(directory)]
+
+
 def test_a_captured_request_becomes_a_cassette_with_offsets_span_summaries_and_calls_in_start_order() -> None:
     headers = (("Host", "api.test"), ("x-name", "caf\xe9"), ("x-text", "plain"))
     json_response = HttpResponse(200, (("content-type", "application/json"),), Body(b'{"ok":true}', 11))
@@ -131,15 +137,12 @@ def test_captured_requests_cross_to_the_writer_process_unchanged() -> None:
 
 def test_batches_are_encoded_and_written_by_the_writer_process(tmp_path: Path) -> None:
     big = b'{"blob":"' + b"x" * 100_000 + b'"}'
-    writer = WriterProcess(tmp_path, Compression.GZIP, "test")
-    try:
+    with closing(WriterProcess(tmp_path, Compression.GZIP, "test")) as writer:
         writer.store_batch([_captured(), _captured(27, big)])
         assert writer.drain(10) == (2, 0)
         assert writer._process is not None and writer._process.pid != os.getpid()
         writer.store_batch([_captured()])  # never replaces: a new name instead
         assert writer.drain(10) == (1, 0)
-    finally:
-        writer.close()
     loaded = _loaded(tmp_path)
     names = sorted(loaded)
     assert names == [
@@ -154,12 +157,9 @@ def test_batches_are_encoded_and_written_by_the_writer_process(tmp_path: Path) -
 
 def test_a_cassette_that_cannot_be_stored_fails_alone(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "2026-11-27").write_text("a file where the day's folder would go")
-    writer = WriterProcess(tmp_path, Compression.NONE, "test")
-    try:
+    with closing(WriterProcess(tmp_path, Compression.NONE, "test")) as writer:
         writer.store_batch([_captured(27), _captured(28)])
         assert writer.drain(10) == (1, 1)
-    finally:
-        writer.close()
     assert (tmp_path / "2026-11-28/POST__checkout__0123456789ab.json").is_file()
     assert "could not write cassette 0123456789abcdef0123456789abcdef" in capfd.readouterr().err
 
@@ -177,8 +177,7 @@ def test_a_frame_the_writer_process_cannot_decode_is_counted_as_failed(tmp_path:
 
 def test_a_writer_process_that_died_between_batches_is_replaced(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    writer = WriterProcess(tmp_path, Compression.NONE, "test")
-    try:
+    with closing(WriterProcess(tmp_path, Compression.NONE, "test")) as writer:
         writer.store_batch([_captured(26)])
         assert writer.drain(10) == (1, 0)
         assert writer._process is not None
@@ -187,16 +186,13 @@ def test_a_writer_process_that_died_between_batches_is_replaced(tmp_path: Path,
         writer.store_batch([_captured(27), _captured(28)])
         assert writer.drain(10) == (2, 0)
         assert writer._process is not None and writer._process.poll() is None, "a new writer runs"
-    finally:
-        writer.close()
-    assert [name[:10] for name in _loaded(tmp_path)] == ["2026-11-26", "2026-11-27", "2026-11-28"]
+    assert _days(tmp_path) == ["2026-11-26", "2026-11-27", "2026-11-28"]
     assert "the writer process exited with code -9; starting a new one" in caplog.text
 
 
 def test_a_batch_the_writer_process_did_not_take_is_written_here(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    writer = WriterProcess(tmp_path, Compression.NONE, "test")
-    try:
+    with closing(WriterProcess(tmp_path, Compression.NONE, "test")) as writer:
         writer.store_batch([_captured(26)])
         assert writer.drain(10) == (1, 0)
         assert writer._process is not None and writer._process.stdin is not None
@@ -204,15 +200,12 @@ def test_a_batch_the_writer_process_did_not_take_is_written_here(tmp_path: Path,
         assert writer.store_batch([_captured(27)]) == (1, 0)
         assert writer.store_batch([_captured(28)]) == (1, 0)
         assert writer._process is None, "later batches are written in-process"
-    finally:
-        writer.close()
-    assert [name[:10] for name in _loaded(tmp_path)] == ["2026-11-26", "2026-11-27", "2026-11-28"]
+    assert _days(tmp_path) == ["2026-11-26", "2026-11-27", "2026-11-28"]
     assert "the writer process stopped; writing cassettes in-process" in caplog.text
 
 
 def test_batches_in_flight_when_the_writer_process_dies_are_written_here(tmp_path: Path) -> None:
-    writer = WriterProcess(tmp_path, Compression.NONE, "test")
-    try:
+    with closing(WriterProcess(tmp_path, Compression.NONE, "test")) as writer:
         writer.store_batch([_captured(25)])
         assert writer.drain(10) == (1, 0)
         process = writer._process
@@ -224,26 +217,21 @@ def test_batches_in_flight_when_the_writer_process_dies_are_written_here(tmp_pat
         process.wait()
         assert writer.store_batch([_captured(28)]) == (2, 0), "26 and 27 were written here"
         assert writer.drain(10) == (1, 0), "28 by a new writer process"
-    finally:
-        writer.close()
-    assert [name[:10] for name in _loaded(tmp_path)] == ["2026-11-25", "2026-11-26", "2026-11-27", "2026-11-28"]
+    assert _days(tmp_path) == ["2026-11-25", "2026-11-26", "2026-11-27", "2026-11-28"]
 
 
 def test_a_hung_writer_process_is_replaced_by_writing_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(writer_process, "_STALLED_SECONDS", 0.5)
-    writer = WriterProcess(tmp_path, Compression.NONE, "test")
-    try:
+    with closing(WriterProcess(tmp_path, Compression.NONE, "test")) as writer:
         writer.store_batch([_captured(20)])
         assert writer._process is not None
         os.kill(writer._process.pid, signal.SIGSTOP)
         counts = [writer.store_batch([_captured(day)]) for day in range(21, 27)]
         assert writer._process is None, "a writer process that acknowledges nothing is given up"
         writer.store_batch([_captured(27)])
-    finally:
-        writer.close()
     assert sum(stored for stored, _ in counts) == 7, counts  # 20 to 26, whoever wrote them
-    assert [name[:10] for name in _loaded(tmp_path)] == [f"2026-11-{day}" for day in range(20, 28)]
+    assert _days(tmp_path) == [f"2026-11-{day}" for day in range(20, 28)]
     assert "the writer process acknowledged nothing for 0.5 s" in caplog.text
 
 

@@ -42,8 +42,10 @@ _SERVING: contextvars.ContextVar[tuple[Scope, RequestState] | None] = contextvar
 )
 
 
-#: What :func:`inbound_request` reads from a scope.
-_REQUEST_KEYS = ("method", "scheme", "server", "root_path", "path", "query_string", "headers", "route")
+#: What a cassette needs from a scope: what :func:`inbound_request` reads, and the response's HTTP version.
+_REQUEST_KEYS = (
+    "method", "scheme", "server", "root_path", "path", "query_string", "headers", "route", "http_version"
+)
 
 
 def _url(scope: Scope) -> str:
@@ -88,13 +90,12 @@ class _InboundExchange:
     and cell would be one more object for the garbage collector to promote and scan.
     """
 
-    __slots__ = ("headers", "http_version", "request_body", "response_body", "scope", "status")
+    __slots__ = ("headers", "request_body", "response_body", "scope", "status")
 
     def __init__(self, scope: Scope, recording: RequestRecording, limit: int) -> None:
         #: The live scope while the request runs (the router sets its route; a hard timeout may write the
         #: request early), then only the parts :func:`inbound_request` reads (see :meth:`release_scope`).
         self.scope = scope
-        self.http_version: str | None = scope.get("http_version")
         self.status: int | None = None
         self.headers: Any = ()
         #: None when the request has no body: then the app may rightly never call receive().
@@ -118,7 +119,7 @@ class _InboundExchange:
             status=self.status,
             headers=self.headers or (),
             body=self.response_body.to_body(),
-            http_version=self.http_version,
+            http_version=self.scope.get("http_version"),
         )
 
 
@@ -155,6 +156,29 @@ class _Tee:
             if not message.get("more_body", False):
                 body.close()
         await self._send(message)
+
+
+class _FreshContext:
+    """Serves a request from a clean OpenTelemetry context when it inherited the previous one's.
+
+    asyncio can hand a keep-alive connection's next request the context of the previous one
+    (cpython#140947, uvicorn#2167): its server span would become a child of the previous request's spans.
+    A class, not ``contextlib.contextmanager``: this runs on every such request.
+    """
+
+    __slots__ = ("_leaked", "_token")
+
+    def __init__(self, leaked: bool) -> None:
+        self._leaked = leaked
+        self._token: object = None
+
+    def __enter__(self) -> None:
+        if self._leaked:
+            self._token = otel_context.attach(otel_context.Context())
+
+    def __exit__(self, *_: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
 class _ContextBridge:
@@ -205,25 +229,19 @@ class AsgiIntegration(Integration):
             return wrapped(scope, receive, self._lifespan_send(send))
         if kind != "http":
             return wrapped(scope, receive, send)
-        # asyncio can hand a keep-alive connection's next request the context of the previous one
-        # (cpython#140947, uvicorn#2167): such a request starts from a clean context, or its server span
-        # would become a child of the previous request's spans.
-        leaked = serving is not None
+        fresh = _FreshContext(leaked=serving is not None)  # see _FreshContext
         if self.runtime.recorder is not None:
-            return self._record(wrapped, scope, receive, send, leaked)
+            return self._record(wrapped, scope, receive, send, fresh)
         if self.runtime.source is not None:
-            return self._replay(wrapped, scope, receive, send, leaked)
-        if leaked:
-            return self._serve_clean(wrapped, scope, receive, send)
+            return self._replay(wrapped, scope, receive, send, fresh)
+        if serving is not None:
+            return self._serve(wrapped, scope, receive, send, fresh)
         return wrapped(scope, receive, send)
 
     @staticmethod
-    async def _serve_clean(wrapped: Any, scope: Scope, receive: Receive, send: Send) -> Any:
-        clean = otel_context.attach(otel_context.Context())
-        try:
+    async def _serve(wrapped: Any, scope: Scope, receive: Receive, send: Send, fresh: _FreshContext) -> Any:
+        with fresh:
             return await wrapped(scope, receive, send)
-        finally:
-            otel_context.detach(clean)
 
     def _lifespan_send(self, send: Send) -> Send:
         recorder = self.runtime.recorder
@@ -236,11 +254,12 @@ class AsgiIntegration(Integration):
 
         return lifespan_send
 
-    async def _record(self, wrapped: Any, scope: Scope, receive: Receive, send: Send, leaked: bool) -> Any:
+    async def _record(
+        self, wrapped: Any, scope: Scope, receive: Receive, send: Send, fresh: _FreshContext
+    ) -> Any:
         recorder = self.runtime.recorder
         assert recorder is not None
-        clean = otel_context.attach(otel_context.Context()) if leaked else None
-        try:
+        with fresh:
             recording = recorder.admit(scope.get("path", "/"))
             if recording is None:
                 token = _SERVING.set((scope, None))
@@ -261,42 +280,34 @@ class AsgiIntegration(Integration):
                 _SERVING.reset(token)
                 exchange.release_scope()
                 recorder.finish(recording)
-        finally:
-            if clean is not None:
-                otel_context.detach(clean)
 
-    async def _replay(self, wrapped: Any, scope: Scope, receive: Receive, send: Send, leaked: bool) -> Any:
-        clean = otel_context.attach(otel_context.Context()) if leaked else None
-        try:
-            return await self._replay_request(wrapped, scope, receive, send)
-        finally:
-            if clean is not None:
-                otel_context.detach(clean)
-
-    async def _replay_request(self, wrapped: Any, scope: Scope, receive: Receive, send: Send) -> Any:
+    async def _replay(
+        self, wrapped: Any, scope: Scope, receive: Receive, send: Send, fresh: _FreshContext
+    ) -> Any:
         source = self.runtime.source
         assert source is not None
-        buffered: list[Message] = []
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            buffered.append(message)
-            if message.get("type") != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        session = source.session_for(inbound_request(scope, CapturedBody(body, len(body))).to_model())
+        with fresh:
+            buffered: list[Message] = []
+            chunks: list[bytes] = []
+            while True:
+                message = await receive()
+                buffered.append(message)
+                if message.get("type") != "http.request":
+                    break
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            session = source.session_for(inbound_request(scope, CapturedBody(body, len(body))).to_model())
 
-        async def replay_receive() -> Message:
-            return buffered.pop(0) if buffered else await receive()
+            async def replay_receive() -> Message:
+                return buffered.pop(0) if buffered else await receive()
 
-        token = _SERVING.set((scope, session))
-        try:
-            return await wrapped(scope, replay_receive, send)
-        finally:
-            _SERVING.reset(token)
+            token = _SERVING.set((scope, session))
+            try:
+                return await wrapped(scope, replay_receive, send)
+            finally:
+                _SERVING.reset(token)
 
 
 INTEGRATION = AsgiIntegration

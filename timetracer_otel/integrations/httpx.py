@@ -6,7 +6,6 @@ Record tees the request and response streams, so the app reads exactly what the 
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -111,7 +110,7 @@ class _HttpxCall(PendingCall):
         self.response_headers = response.headers
         self.reason = response.extensions.get("reason_phrase")
         self.version = response.extensions.get("http_version")
-        self.end_ns = time.time_ns()
+        self._ended()
         return self.response_buffer
 
     def request(self) -> CapturedHttpRequest:

@@ -10,6 +10,7 @@ the writer thread, through each capture's ``request()`` and ``response()`` (an i
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -91,7 +92,7 @@ def body_of(data: bytes, limit: int) -> CapturedBody:
     return CapturedBody(bytes(data[:limit]), len(data), truncated=True)
 
 
-class PendingCall:
+class PendingCall(ABC):
     """One outbound call in flight or done.
 
     Each client integration subclasses it with what its library's call needs kept (one slotted object per
@@ -112,15 +113,19 @@ class PendingCall:
         parent = getattr(span, "parent", None)
         self.parent_span_id: int | None = parent.span_id if parent is not None else None
 
+    @abstractmethod
     def request(self) -> CapturedHttpRequest:
-        raise NotImplementedError
+        """The request, built on the writer thread."""
 
+    @abstractmethod
     def response(self) -> CapturedHttpResponse | None:
-        """The response, if the call got one."""
-        raise NotImplementedError
+        """The response, if the call got one; built on the writer thread."""
 
     def failed(self, error: BaseException) -> None:
         self.error = error
+        self._ended()
+
+    def _ended(self) -> None:
         self.end_ns = time.time_ns()
 
 
@@ -136,7 +141,7 @@ class BuiltCall(PendingCall):
 
     def succeeded(self, response: Callable[[], CapturedHttpResponse]) -> None:
         self._response = response
-        self.end_ns = time.time_ns()
+        self._ended()
 
     def request(self) -> CapturedHttpRequest:
         return self._request()

@@ -90,10 +90,8 @@ class WriterProcess:
                 self._collect(process, wait_until=_IN_FLIGHT, timeout=_STALLED_SECONDS)
                 if len(self._in_flight) > _IN_FLIGHT:
                     raise TimeoutError(f"the writer process acknowledged nothing for {_STALLED_SECONDS:g} s")
-        except (OSError, ValueError, EOFError):
-            logger.exception("timetracer: the writer process stopped; writing cassettes in-process")
-            self._broken = True
-            self._retire()
+        except (OSError, ValueError, EOFError) as error:
+            self._give_up(error)
         return self._counts()
 
     def drain(self, timeout: float | None = None) -> tuple[int, int]:
@@ -102,11 +100,15 @@ class WriterProcess:
         if process is not None and self._in_flight:
             try:
                 self._collect(process, wait_until=0, timeout=timeout)
-            except (OSError, ValueError, EOFError):
-                logger.exception("timetracer: the writer process stopped; writing cassettes in-process")
-                self._broken = True
-                self._retire()
+            except (OSError, ValueError, EOFError) as error:
+                self._give_up(error)
         return self._counts()
+
+    def _give_up(self, error: BaseException) -> None:
+        """The pipe to the writer process broke: from now on, write everything here."""
+        logger.error("timetracer: the writer process stopped; writing cassettes in-process", exc_info=error)
+        self._broken = True
+        self._retire()
 
     def _send(self, process: subprocess.Popen[bytes], captured: Sequence[CapturedRequest]) -> None:
         assert process.stdin is not None
