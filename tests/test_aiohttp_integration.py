@@ -31,6 +31,7 @@ from tests.http_upstream import (
     replaying,
     running_upstream,
 )
+from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
 from timetracer_otel.errors import ReplayMismatchError
 from timetracer_otel.runtime import install, installed, uninstall
 from timetracer_otel.settings import Mode, Settings
@@ -335,14 +336,19 @@ def _status_attribute(attributes: Any) -> Any:
     return attributes.get("http.response.status_code", attributes.get("http.status_code"))
 
 
-async def test_calls_outside_a_recording_pass_through(origin: Upstream, tmp_path: Path) -> None:
+async def test_calls_outside_a_request_pass_through_into_the_session_cassette(origin: Upstream, tmp_path: Path) -> None:
     install(Settings(mode=Mode.RECORD, directory=tmp_path))
     try:
         async with aiohttp.ClientSession() as session, session.get(f"{origin}/binary") as response:
             assert await response.read() == BINARY
     finally:
         uninstall()
-    assert not list(tmp_path.rglob("*.json"))
+    assert not list(iter_cassette_files(tmp_path))  # no request cassette
+    (session_file,) = iter_cassette_files(tmp_path, sessions=True)
+    session = load_cassette(session_file)
+    assert session.request is None and session.metadata.scope == "session"
+    (interaction,) = session.interactions
+    assert interaction.request.url == f"{origin}/binary"  # type: ignore[union-attr]
 
 
 def test_uninstall_removes_the_patch(tmp_path: Path) -> None:

@@ -106,10 +106,10 @@ def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
     [
         (lambda b: b[: len(b) // 2], "not valid JSON at line"),
         (lambda b: gzip.compress(b)[:40], "corrupt or truncated gzip data"),
-        (lambda b: b.replace(b'"schema": 1', b'"schema": 7'), "schema version 7 is not supported"),
+        (lambda b: b.replace(b'"schema": 2', b'"schema": 7'), "schema version 7 is not supported"),
         (  # another version whose layout differs too: the version is what the message names
-            lambda b: b.replace(b'"schema": 1', b'"schema": 2').replace(b'"method"', b'"verb"'),
-            "schema version 2 is not supported",
+            lambda b: b.replace(b'"schema": 2', b'"schema": 3').replace(b'"method"', b'"verb"'),
+            "schema version 3 is not supported",
         ),
         (
             lambda b: b.replace(b'"method": "GET"', b'"method": 5'),
@@ -120,10 +120,14 @@ def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
         (lambda b: b.replace(b'"status": 200,', b""), "response: object missing required field `status`"),
         (lambda b: b.replace(b'"text": "plain"', b'"base64": "plain"'), "response.body.base64: expected valid base64"),
         (lambda b: b.replace(b'"text"', b'"json_style": "x", "json"'), "response.body.json_style: expected one of"),
-        (lambda b: b.replace(b'"kind": "http"', b'"kind": "sql"'), "interactions[0].kind: expected a kind this"),
+        (lambda b: b.replace(b'"kind": "http"', b'"kind": "ftp"'), "interactions[0].kind: expected a kind this"),
+        (  # an http interaction must hold an HTTP request
+            lambda b: b.replace(b'"kind": "http"', b'"kind": "sql"'),
+            "interactions[0].request: object missing required field `operation`",
+        ),
         (lambda b: b"\xff\xfe" + b, "not UTF-8"),
         (lambda b: b"[]", "document: expected `object`, got `array`"),
-        (lambda b: b.replace(b"1", b"NaN", 1), "not strict JSON"),
+        (lambda b: b.replace(b'"schema": 2', b'"schema": NaN'), "not strict JSON"),
     ],
 )
 def test_corrupt_truncated_or_tampered_cassettes_are_named_errors(tmp_path: Path, mangle, message: str) -> None:
@@ -142,7 +146,7 @@ def test_encoding_is_indented_json_and_big_integers_survive() -> None:
     big = b'{"id":123456789012345678901234567890}'
     original = cassette(interaction(request(), HttpResponse(200, body=Body.of(big))))
     data = dump_cassette(original, Compression.NONE)
-    assert data.startswith(b'{\n  "schema": 1,\n') and data.endswith(b"}\n")
+    assert data.startswith(b'{\n  "schema": 2,\n') and data.endswith(b"}\n")
     assert json.loads(data) == cassette_to_json(original)
     assert cassette_from_bytes(data).interactions[0].response.body.data == big  # type: ignore[union-attr]
 

@@ -26,7 +26,7 @@ from timetracer_otel.cassette.model import Body, Cassette, HttpRequest, HttpResp
 from timetracer_otel.errors import CassetteFormatError, ReplayMismatchError
 from timetracer_otel.replay import index as index_module
 from timetracer_otel.replay.index import RecordedCalls, ReplayIndex
-from timetracer_otel.replay.matching import http_key
+from timetracer_otel.replay.matching import http_key, request_key
 from timetracer_otel.replay.source import CassetteSource
 from timetracer_otel.settings import Compression, OnExhausted
 
@@ -274,7 +274,7 @@ def test_sessions_from_one_source_have_independent_cursors() -> None:
 def test_starting_a_session_neither_keys_nor_groups_the_cassette(monkeypatch: pytest.MonkeyPatch) -> None:
     source = CassetteSource([_polls(50)], single=True, on_exhausted=OnExhausted.ERROR)
     work: list[str] = []
-    monkeypatch.setattr(index_module, "http_key", lambda r: work.append("key") or http_key(r))
+    monkeypatch.setattr(index_module, "request_key", lambda k, r: work.append("key") or request_key(k, r))
     monkeypatch.setattr(RecordedCalls, "__init__", lambda *a, **k: work.append("group"))
     sessions = [source.session_for(request()) for _ in range(5)]
     assert work == []

@@ -29,6 +29,7 @@ from tests.http_upstream import (
     replaying,
     running_upstream,
 )
+from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
 from timetracer_otel.cassette.model import Body, Interaction
 from timetracer_otel.errors import ReplayMismatchError
 from timetracer_otel.runtime import install, installed, uninstall
@@ -285,13 +286,18 @@ def test_a_different_query_is_a_mismatch(origin: Upstream, tmp_path: Path) -> No
     assert "q=alpha" in message and "q=BETA" in message
 
 
-def test_calls_outside_a_recording_pass_through(origin: Upstream, tmp_path: Path) -> None:
+def test_calls_outside_a_request_pass_through_into_the_session_cassette(origin: Upstream, tmp_path: Path) -> None:
     install(Settings(mode=Mode.RECORD, directory=tmp_path))
     try:
         assert requests.get(f"{origin}/binary").content == BINARY
     finally:
         uninstall()
-    assert not list(tmp_path.rglob("*.json"))
+    assert not list(iter_cassette_files(tmp_path))  # no request cassette
+    (session_file,) = iter_cassette_files(tmp_path, sessions=True)
+    session = load_cassette(session_file)
+    assert session.request is None and session.metadata.scope == "session"
+    (interaction,) = session.interactions
+    assert interaction.request.url == f"{origin}/binary"  # type: ignore[union-attr]
 
 
 def test_uninstall_removes_the_patch(tmp_path: Path) -> None:

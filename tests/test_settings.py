@@ -16,7 +16,9 @@ def test_defaults() -> None:
     assert settings.mode is Mode.OFF
     assert settings.directory == Path("cassettes")
     assert settings.replay_source == Path("cassettes")
-    assert settings.mocked_plugins == {"httpx", "requests", "aiohttp"}
+    assert settings.mocked_plugins == {
+        "httpx", "requests", "aiohttp", "asyncpg", "psycopg", "sqlite", "sqlalchemy", "tortoise", "redis", "mongo",
+    }
     assert settings.max_body_bytes == 1024 * 1024
     assert "/health" in settings.exclude_paths
 
@@ -45,7 +47,7 @@ def test_every_variable_read() -> None:
     assert settings.exclude_paths == ("/internal/*", "/ping")
     assert settings.compression is Compression.GZIP
     assert settings.max_body_bytes == 10
-    assert settings.mocked_plugins == {"httpx", "requests"}
+    assert "aiohttp" not in settings.mocked_plugins and {"httpx", "requests", "redis"} <= settings.mocked_plugins
     assert settings.live_plugins == {"aiohttp"}
     assert settings.service == "shop"
     assert settings.network_guard is False
@@ -60,8 +62,13 @@ def test_otel_prefixed_form_and_precedence() -> None:
 
 
 def test_group_names_expand() -> None:
-    assert Settings.from_env({"TIMETRACER_LIVE_PLUGINS": "http"}).mocked_plugins == frozenset()
+    assert Settings.from_env({"TIMETRACER_LIVE_PLUGINS": "http"}).mocked_plugins.isdisjoint({"httpx", "requests"})
     assert Settings.from_env({"TIMETRACER_MOCK_PLUGINS": "httpx"}).mocked_plugins == {"httpx"}
+    sql = {"asyncpg", "psycopg", "sqlite", "sqlalchemy", "tortoise"}
+    assert Settings.from_env({"TIMETRACER_MOCK_PLUGINS": "sql"}).mocked_plugins == sql
+    # Hybrid replay: Redis live, SQL and HTTP replayed.
+    hybrid = Settings.from_env({"TIMETRACER_LIVE_PLUGINS": "redis"})
+    assert hybrid.live_plugins == {"redis"} and {"httpx", "mongo", *sql} <= hybrid.mocked_plugins
 
 
 @pytest.mark.parametrize(
@@ -74,7 +81,7 @@ def test_group_names_expand() -> None:
         ("TIMETRACER_ERRORS_ONLY", "maybe", "true or false"),
         ("TIMETRACER_COMPRESSION", "lz4", "none|gzip|zstd"),
         ("TIMETRACER_MOCK_PLUGINS", "httpx,db", "unknown: 'db'"),
-        ("OTEL_TIMETRACER_LIVE_PLUGINS", "sql", "plugin names from aiohttp, http, httpx, requests"),
+        ("OTEL_TIMETRACER_LIVE_PLUGINS", "postgres", "plugin names from aiohttp, asyncpg, http, httpx, mongo,"),
     ],
 )
 def test_invalid_values_name_the_variable_and_the_allowed_values(variable: str, value: str, expected: str) -> None:

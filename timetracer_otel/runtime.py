@@ -24,6 +24,7 @@ from timetracer_otel.record.recorder import Recorder, RecorderStats
 from timetracer_otel.record.signals import flush_on_sigterm
 from timetracer_otel.record.writer_process import WriterProcess
 from timetracer_otel.replay.guard import NetworkGuard
+from timetracer_otel.replay.session import ReplaySession
 from timetracer_otel.replay.source import CassetteSource
 from timetracer_otel.settings import Compression, Mode, Settings
 
@@ -74,6 +75,7 @@ class Runtime:
                 _Installed.flushes_on_sigterm = flush_on_sigterm(_shut_down_recorder)
         elif settings.mode is Mode.REPLAY:
             self.source = CassetteSource.open(settings.replay_source, settings.on_exhausted)
+            ReplaySession.process = self.source.process_session
             if settings.network_guard:
                 self.guard = NetworkGuard()
                 self.guard.install()
@@ -101,6 +103,8 @@ class Runtime:
         for integration in reversed(self.integrations):
             integration.uninstall()
         self.integrations.clear()
+        if self.source is not None and ReplaySession.process is self.source.process_session:
+            ReplaySession.process = None
         if self.guard is not None:
             self.guard.uninstall()
         if self.recorder is not None:

@@ -7,6 +7,8 @@ body is used, and most recorded bodies never are. Unknown fields are ignored, so
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 Headers = tuple[tuple[str, str], ...]
@@ -39,18 +41,31 @@ class Response(msgspec.Struct, gc=False):
     http_version: str | None = None
 
 
+class CallRequest(msgspec.Struct, gc=False):
+    operation: str
+    method: str | None = None
+    target: str | None = None
+    arguments: Any = None
+
+
+class CallResponse(msgspec.Struct, gc=False):
+    result: Any = None
+
+
 class Error(msgspec.Struct, gc=False):
     type: str
     message: str
+    details: Any = None
 
 
 class Interaction(msgspec.Struct, gc=False):
     kind: str
     library: str
-    request: Request
+    #: A Request for kind http, else a CallRequest (and the same for response): decoded by kind, see the codec.
+    request: msgspec.Raw
     start_ms: float
     duration_ms: float
-    response: Response | None = None
+    response: msgspec.Raw = msgspec.Raw(b"null")
     error: Error | None = None
     span_id: str | None = None
     parent_span_id: str | None = None
@@ -73,6 +88,7 @@ class Metadata(msgspec.Struct, gc=False):
     duration_ms: float
     trace_id: str | None = None
     incomplete: bool = False
+    scope: str = "request"
 
 
 class Schema(msgspec.Struct):
@@ -84,7 +100,7 @@ class Schema(msgspec.Struct):
 class Cassette(msgspec.Struct, gc=False):
     schema: int
     metadata: Metadata
-    request: Request
+    request: Request | None
     interactions: list[Interaction]
     spans: list[Span]
     response: Response | None = None
@@ -92,4 +108,8 @@ class Cassette(msgspec.Struct, gc=False):
 
 
 CASSETTE = msgspec.json.Decoder(Cassette)
+REQUEST = msgspec.json.Decoder(Request)
+RESPONSE = msgspec.json.Decoder(Response | None)
+CALL_REQUEST = msgspec.json.Decoder(CallRequest)
+CALL_RESPONSE = msgspec.json.Decoder(CallResponse | None)
 SCHEMA = msgspec.json.Decoder(Schema)

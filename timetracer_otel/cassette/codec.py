@@ -27,8 +27,11 @@ from timetracer_otel.cassette import _wire
 from timetracer_otel.cassette.content_coding import decode_content
 from timetracer_otel.cassette.json_bodies import STYLES, structured
 from timetracer_otel.cassette.model import (
+    HTTP,
     SCHEMA_VERSION,
     Body,
+    CallRequest,
+    CallResponse,
     Cassette,
     Headers,
     HttpRequest,
@@ -100,21 +103,42 @@ def _encode_response(response: HttpResponse | None) -> dict[str, Any] | None:
 
 
 def _encode_error(error: RecordedError | None) -> dict[str, Any] | None:
-    return None if error is None else {"type": error.type, "message": error.message}
+    if error is None:
+        return None
+    out: dict[str, Any] = {"type": error.type, "message": error.message}
+    if error.details is not None:
+        out["details"] = error.details
+    return out
+
+
+def _encode_call_request(request: CallRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {"operation": request.operation}
+    if request.method is not None:
+        out["method"] = request.method
+    if request.target is not None:
+        out["target"] = request.target
+    out["arguments"] = request.arguments
+    return out
 
 
 def _encode_interaction(interaction: Interaction) -> dict[str, Any]:
-    return {
+    request, response = interaction.request, interaction.response
+    out: dict[str, Any] = {
         "kind": interaction.kind,
         "library": interaction.library,
         "start_ms": round(interaction.start_ms, 3),
         "duration_ms": round(interaction.duration_ms, 3),
         "span_id": interaction.span_id,
         "parent_span_id": interaction.parent_span_id,
-        "request": _encode_request(interaction.request),
-        "response": _encode_response(interaction.response),
-        "error": _encode_error(interaction.error),
     }
+    if isinstance(request, CallRequest):
+        out["request"] = _encode_call_request(request)
+        out["response"] = {"result": response.result} if isinstance(response, CallResponse) else None
+    else:
+        out["request"] = _encode_request(request)
+        out["response"] = _encode_response(response if isinstance(response, HttpResponse) else None)
+    out["error"] = _encode_error(interaction.error)
+    return out
 
 
 def _encode_span(span: SpanSummary) -> dict[str, Any]:
@@ -140,8 +164,9 @@ def cassette_to_json(cassette: Cassette) -> dict[str, Any]:
             "trace_id": meta.trace_id,
             "duration_ms": round(meta.duration_ms, 3),
             "incomplete": meta.incomplete,
+            "scope": meta.scope,
         },
-        "request": _encode_request(cassette.request),
+        "request": None if cassette.request is None else _encode_request(cassette.request),
         "response": _encode_response(cassette.response),
         "error": _encode_error(cassette.error),
         "interactions": [_encode_interaction(i) for i in cassette.interactions],
@@ -158,13 +183,14 @@ def cassette_to_json(cassette: Cassette) -> dict[str, Any]:
 class _Reject(Exception):
     """A field is wrong: where (a path relative to the object being built) and what was expected."""
 
-    def __init__(self, where: str, expected: str) -> None:
+    def __init__(self, where: str, expected: str, *, problem: str | None = None) -> None:
         super().__init__(where, expected)
         self.where = where
-        self.expected = expected
+        #: The whole message, when it is not "expected ...".
+        self.problem = problem if problem is not None else f"expected {expected}"
 
     def under(self, prefix: str) -> _Reject:
-        return _Reject(f"{prefix}.{self.where}", self.expected)
+        return _Reject(f"{prefix}.{self.where}", "", problem=self.problem)
 
 
 def _body(body: _wire.Body | None, source: str | None) -> Body | None:
@@ -232,13 +258,42 @@ def _exchange(
 
 
 def _error(error: _wire.Error | None) -> RecordedError | None:
-    return None if error is None else RecordedError(error.type, error.message)
+    return None if error is None else RecordedError(error.type, error.message, error.details)
+
+
+#: Kinds this version replays besides http; each holds a CallRequest and CallResponse.
+CALL_KINDS = frozenset({"sql", "redis", "mongo"})
+
+
+def _decode_part(decoder: msgspec.json.Decoder[Any], raw: msgspec.Raw, where: str) -> Any:
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        found = _VALIDATION_MESSAGE.fullmatch(str(exc))
+        path, what = (found["path"], found["what"]) if found else ("", str(exc))
+        raise _Reject(f"{where}.{path}" if path else where, "", problem=f"{what[:1].lower()}{what[1:]}") from None
+
+
+def _call_exchange(item: _wire.Interaction) -> tuple[CallRequest, CallResponse | None]:
+    request = _decode_part(_wire.CALL_REQUEST, item.request, "request")
+    response = _decode_part(_wire.CALL_RESPONSE, item.response, "response")
+    return (
+        CallRequest(request.operation, request.method, request.target, request.arguments),
+        None if response is None else CallResponse(response.result),
+    )
 
 
 def _interaction(item: _wire.Interaction, source: str | None) -> Interaction:
-    if item.kind != "http":
-        raise _Reject("kind", "a kind this version replays: http")
-    request, response = _exchange(item.request, item.response, source)
+    request: HttpRequest | CallRequest
+    response: HttpResponse | CallResponse | None
+    if item.kind == HTTP:
+        wire_request = _decode_part(_wire.REQUEST, item.request, "request")
+        wire_response = _decode_part(_wire.RESPONSE, item.response, "response")
+        request, response = _exchange(wire_request, wire_response, source)
+    elif item.kind in CALL_KINDS:
+        request, response = _call_exchange(item)
+    else:
+        raise _Reject("kind", f"a kind this version replays: {', '.join(sorted({HTTP, *CALL_KINDS}))}")
     return Interaction(
         item.kind,
         item.library,
@@ -264,7 +319,13 @@ def _cassette(document: _wire.Cassette, source: str | None) -> Cassette:
             interactions.append(_interaction(item, source))
         except _Reject as bad:
             raise bad.under(f"interactions[{n}]") from None
-    request, response = _exchange(document.request, document.response, source)
+    request: HttpRequest | None
+    if document.request is None:
+        if meta.scope != "session":
+            raise _Reject("request", "an inbound request (only a session cassette has none)")
+        request, response = None, _response(document.response, source)
+    else:
+        request, response = _exchange(document.request, document.response, source)
     return Cassette(
         Metadata(
             meta.id,
@@ -274,6 +335,7 @@ def _cassette(document: _wire.Cassette, source: str | None) -> Cassette:
             meta.trace_id,
             meta.duration_ms,
             meta.incomplete,
+            meta.scope,
         ),
         request,
         response,
@@ -287,10 +349,15 @@ def _cassette(document: _wire.Cassette, source: str | None) -> Cassette:
 _VALIDATION_MESSAGE = re.compile(r"(?P<what>.*) - at `\$\.?(?P<path>.*)`", re.DOTALL)
 
 
+#: Schema versions this version reads: version 1 is version 2 without call kinds and session cassettes.
+_READABLE = frozenset({1, SCHEMA_VERSION})
+_READABLE_TEXT = " and ".join(str(v) for v in sorted(_READABLE))
+
+
 def _unsupported_schema(schema: int, source: str | None) -> CassetteFormatError:
     return CassetteFormatError(
         source,
-        f"schema version {schema} is not supported (this timetracer reads version {SCHEMA_VERSION}); "
+        f"schema version {schema} is not supported (this timetracer reads versions {_READABLE_TEXT}); "
         "upgrade timetracer-otel or re-record the cassette",
     )
 
@@ -317,16 +384,16 @@ def cassette_from_bytes(data: bytes, source: str | None = None) -> Cassette:
             schema = _wire.SCHEMA.decode(data).schema
         except (msgspec.ValidationError, msgspec.DecodeError):
             schema = SCHEMA_VERSION
-        if schema != SCHEMA_VERSION:
+        if schema not in _READABLE:
             raise _unsupported_schema(schema, source) from None
         found = _VALIDATION_MESSAGE.fullmatch(str(exc))
         where, what = (found["path"] or "document", found["what"]) if found else ("document", str(exc))
         raise CassetteFormatError(source, f"{where}: {what[:1].lower()}{what[1:]}") from None
     except msgspec.DecodeError:
         raise _not_json(data, source) from None
-    if document.schema != SCHEMA_VERSION:
+    if document.schema not in _READABLE:
         raise _unsupported_schema(document.schema, source)
     try:
         return _cassette(document, source)
     except _Reject as bad:
-        raise CassetteFormatError(source, f"{bad.where}: expected {bad.expected}") from None
+        raise CassetteFormatError(source, f"{bad.where}: {bad.problem}") from None

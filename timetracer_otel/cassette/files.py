@@ -30,13 +30,23 @@ def _slug(text: str) -> str:
     return slug[:_SLUG_LIMIT].rstrip("-") or "root"
 
 
+#: The folder (below the cassette directory) of session cassettes: calls made outside any inbound request.
+SESSION_FOLDER = "_session"
+
+
 def cassette_relative_path(cassette: Cassette, compression: Compression) -> str:
-    """``YYYY-MM-DD/METHOD__route-slug__shortid.json[.gz|.zst]``: safe characters only, bounded length."""
+    """``YYYY-MM-DD/METHOD__route-slug__shortid.json[.gz|.zst]``, or for a session cassette
+    ``_session/YYYY-MM-DD/HHMMSS__service__shortid.json[.gz|.zst]``: safe characters only, bounded length."""
     request = cassette.request
+    short_id = re.sub(r"[^0-9a-f]", "", cassette.metadata.id)[:12]
+    recorded_at = cassette.metadata.recorded_at
+    day = recorded_at.strftime("%Y-%m-%d")
+    if request is None:
+        # The time first: name order is then recording order, which is the order replay serves them in.
+        moment = recorded_at.strftime("%H%M%S%f")
+        return f"{SESSION_FOLDER}/{day}/{moment}__{_slug(cassette.metadata.service)}__{short_id}{SUFFIXES[compression]}"
     route = request.route or urlsplit(request.url).path
     method = re.sub(r"[^A-Z]", "", request.method.upper())[:16] or "REQUEST"
-    short_id = re.sub(r"[^0-9a-f]", "", cassette.metadata.id)[:12]
-    day = cassette.metadata.recorded_at.strftime("%Y-%m-%d")
     return f"{day}/{method}__{_slug(route)}__{short_id}{SUFFIXES[compression]}"
 
 
@@ -101,7 +111,7 @@ def load_cassette(path: str | Path, *, check_bodies: bool = False) -> Cassette:
 
 
 def _check_bodies(cassette: Cassette, path: Path) -> None:
-    messages: list[tuple[str, HttpRequest | HttpResponse | None]] = [
+    messages: list[tuple[str, object]] = [
         ("request", cassette.request),
         ("response", cassette.response),
     ]
@@ -109,18 +119,21 @@ def _check_bodies(cassette: Cassette, path: Path) -> None:
         where = f"interactions[{n}]"
         messages += ((f"{where}.request", interaction.request), (f"{where}.response", interaction.response))
     for where, message in messages:
-        if message is not None and message.body is not None:
+        if isinstance(message, HttpRequest | HttpResponse) and message.body is not None:
             try:
                 _ = message.body.data
             except CassetteFormatError as exc:
                 raise CassetteFormatError(path, f"{where}.body: {exc.problem}") from None
 
 
-def iter_cassette_files(directory: str | Path) -> Iterator[Path]:
-    """Every cassette file below ``directory``, in name order (which is recording-day order)."""
+def iter_cassette_files(directory: str | Path, *, sessions: bool = False) -> Iterator[Path]:
+    """Every request cassette file below ``directory`` in name order (which is recording-day order), or with
+    ``sessions`` every session cassette file (in recording order)."""
     directory = Path(directory)
     if not directory.exists():
         raise CassetteNotFoundError(directory)
     for path in sorted(directory.rglob("*")):
         if path.is_file() and path.name.endswith(tuple(SUFFIXES.values())) and not path.name.startswith("."):
-            yield path
+            in_session_folder = SESSION_FOLDER in path.relative_to(directory).parts[:-1]
+            if in_session_folder == sessions:
+                yield path

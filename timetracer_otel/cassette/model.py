@@ -21,8 +21,11 @@ if TYPE_CHECKING:
     from timetracer_otel.cassette.json_bodies import JsonStyle
 
 __all__ = [
+    "HTTP",
     "SCHEMA_VERSION",
     "Body",
+    "CallRequest",
+    "CallResponse",
     "Cassette",
     "Headers",
     "HttpRequest",
@@ -33,8 +36,9 @@ __all__ = [
     "SpanSummary",
 ]
 
-#: Bumped on any change a reader of an older version would misunderstand.
-SCHEMA_VERSION = 1
+#: Bumped on any change a reader of an older version would misunderstand. Version 2 added database and cache
+#: calls (:class:`CallRequest`) and session cassettes; version 1 files are still read.
+SCHEMA_VERSION = 2
 
 #: Header pairs in the order they were sent, duplicates kept.
 Headers = tuple[tuple[str, str], ...]
@@ -200,26 +204,56 @@ class HttpResponse(msgspec.Struct, frozen=True, gc=False):
     http_version: str | None = None
 
 
+class CallRequest(msgspec.Struct, frozen=True, gc=False):
+    """A database or cache call as sent: a SQL statement, a Redis command, a MongoDB command.
+
+    ``arguments`` is a JSON value: for SQL and Redis in the typed form of :mod:`timetracer_otel.cassette.values`,
+    for MongoDB the command document as canonical extended JSON. See ``docs/cassette-format.md`` per kind.
+    """
+
+    #: The SQL statement, the Redis command name, or the MongoDB command name.
+    operation: str
+    #: The client API that made the call when it changes the answer's shape, e.g. ``executemany``, ``pipeline``.
+    method: str | None = None
+    #: The database (SQL), ``database.collection`` (MongoDB); informative, not part of the match for SQL.
+    target: str | None = None
+    arguments: Any = None
+
+
+class CallResponse(msgspec.Struct, frozen=True, gc=False):
+    """What a database or cache call answered, as a JSON value (rows and row counts, a reply, a reply document)."""
+
+    result: Any = None
+
+
 class RecordedError(msgspec.Struct, frozen=True, gc=False):
     """An exception a call raised: replay raises the same type again."""
 
     #: Module-qualified type, e.g. ``httpx.ConnectTimeout``.
     type: str
     message: str
+    #: What the library's exception carries besides its message (a SQLSTATE, a server error document), as a JSON
+    #: value, so the replayed exception is built with it.
+    details: Any = None
 
     @classmethod
-    def from_exception(cls, exc: BaseException) -> RecordedError:
+    def from_exception(cls, exc: BaseException, details: Any = None) -> RecordedError:
         kind = type(exc)
-        return cls(type=f"{kind.__module__}.{kind.__qualname__}", message=str(exc))
+        return cls(type=f"{kind.__module__}.{kind.__qualname__}", message=str(exc), details=details)
+
+
+#: The kind of an HTTP interaction; every other kind (``sql``, ``redis``, ``mongo``) holds a :class:`CallRequest`.
+HTTP = "http"
 
 
 class Interaction(msgspec.Struct, frozen=True, gc=False):
-    """One outbound call made while serving the inbound request."""
+    """One outbound call made while serving the inbound request (or, in a session cassette, outside any)."""
 
     kind: str
     library: str
-    request: HttpRequest
-    response: HttpResponse | None = None
+    #: An :class:`HttpRequest` when ``kind`` is ``http``, else a :class:`CallRequest`.
+    request: HttpRequest | CallRequest
+    response: HttpResponse | CallResponse | None = None
     error: RecordedError | None = None
     #: Offset from the start of the inbound request, and duration, in milliseconds.
     start_ms: float = 0.0
@@ -248,11 +282,15 @@ class Metadata(msgspec.Struct, frozen=True, gc=False):
     duration_ms: float = 0.0
     #: The request did not settle before TIMETRACER_REQUEST_TIMEOUT_S; calls after that are missing.
     incomplete: bool = False
+    #: ``request`` for an inbound request's cassette; ``session`` for calls a process made outside any request
+    #: (start-up, schedulers), which has no inbound request.
+    scope: str = "request"
 
 
 class Cassette(msgspec.Struct, frozen=True, gc=False):
     metadata: Metadata
-    request: HttpRequest
+    #: None only in a session cassette.
+    request: HttpRequest | None
     response: HttpResponse | None = None
     #: The app raised instead of answering (the framework's error response, if any, is in ``response``).
     error: RecordedError | None = None

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from timetracer_otel.cassette.model import HttpRequest, HttpResponse, RecordedError
+from timetracer_otel.cassette.model import CallResponse, HttpRequest, HttpResponse, RecordedError
 
 __all__ = ["CliError", "format_ms", "local_time", "outcome", "route_of", "short_error", "sort_key_time"]
 
@@ -39,8 +39,15 @@ def format_ms(value: float) -> str:
     return f"{value:.1f}"
 
 
-def route_of(request: HttpRequest) -> str:
+def method_of(request: HttpRequest | None) -> str:
+    """The inbound request's method; ``SESSION`` for a session cassette (calls made outside requests)."""
+    return "SESSION" if request is None else request.method
+
+
+def route_of(request: HttpRequest | None) -> str:
     """The route template when the framework reported one, else the URL path (a query would split groups)."""
+    if request is None:
+        return "(outside requests)"
     if request.route:
         return request.route
     return urlsplit(request.url).path or "/"
@@ -50,11 +57,14 @@ def short_error(error: RecordedError) -> str:
     return f"{error.type}: {' '.join(error.message.split())}"
 
 
-def outcome(response: HttpResponse | None, error: RecordedError | None, *, detailed: bool) -> str:
-    """The status code, or the error for calls that raised; ``detailed`` adds the error message."""
+def outcome(response: HttpResponse | CallResponse | None, error: RecordedError | None, *, detailed: bool) -> str:
+    """The status code (``ok`` for a database or cache call that answered), or the error for calls that raised;
+    ``detailed`` adds the error message."""
     parts = []
-    if response is not None:
+    if isinstance(response, HttpResponse):
         parts.append(str(response.status))
+    elif response is not None:
+        parts.append("ok")
     if error is not None and (detailed or response is None):
         parts.append(short_error(error) if detailed else error.type)
     return " ".join(parts) or "-"

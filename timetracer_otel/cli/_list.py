@@ -12,7 +12,7 @@ import click
 
 from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
 from timetracer_otel.cassette.model import Cassette
-from timetracer_otel.cli._common import CliError, format_ms, local_time, outcome, route_of, sort_key_time
+from timetracer_otel.cli._common import CliError, format_ms, local_time, method_of, outcome, route_of, sort_key_time
 from timetracer_otel.cli._format import table
 from timetracer_otel.errors import CassetteError, CassetteNotFoundError
 
@@ -62,7 +62,7 @@ def _row(entry: _Entry) -> list[str]:
     cassette = entry.cassette
     return [
         local_time(cassette.metadata.recorded_at),
-        cassette.request.method,
+        method_of(cassette.request),
         route_of(cassette.request),
         outcome(cassette.response, cassette.error, detailed=False),
         f"{format_ms(cassette.metadata.duration_ms)} ms",
@@ -76,9 +76,10 @@ def _record(entry: _Entry) -> dict[str, Any]:
     return {
         "id": cassette.metadata.id,
         "time": cassette.metadata.recorded_at.isoformat(),
-        "method": cassette.request.method,
+        "method": method_of(cassette.request),
         "route": route_of(cassette.request),
         "status": None if cassette.response is None else cassette.response.status,
+        "scope": cassette.metadata.scope,
         "error": None if cassette.error is None else cassette.error.type,
         "duration_ms": cassette.metadata.duration_ms,
         "interactions": len(cassette.interactions),

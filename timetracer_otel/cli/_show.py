@@ -10,7 +10,7 @@ import click
 
 from timetracer_otel.cassette.codec import cassette_to_json
 from timetracer_otel.cassette.files import load_cassette
-from timetracer_otel.cassette.model import Body, Cassette, HttpResponse
+from timetracer_otel.cassette.model import Body, CallRequest, Cassette, HttpRequest, HttpResponse
 from timetracer_otel.cli._common import CliError, format_ms, local_time, outcome, route_of, short_error
 from timetracer_otel.cli._format import safe, table
 from timetracer_otel.errors import CassetteError
@@ -62,7 +62,7 @@ def _summary(cassette: Cassette) -> list[tuple[str, str]]:
         ("recorded by", f"timetracer-otel {meta.tool_version}"),
         ("trace id", meta.trace_id or "-"),
         ("duration", f"{format_ms(meta.duration_ms)} ms"),
-        ("request", f"{request.method} {request.url}"),
+        ("request", "none: calls made outside requests" if request is None else f"{request.method} {request.url}"),
         ("route", route_of(request)),
         ("response", _response_text(cassette.response)),
     ]
@@ -74,6 +74,12 @@ def _summary(cassette: Cassette) -> list[tuple[str, str]]:
     return fields
 
 
+def _call_text(request: CallRequest) -> str:
+    text = " ".join(request.operation.split())
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return f"{text} ({request.target})" if request.target else text
+
+
 def _event_rows(cassette: Cassette) -> list[list[str]]:
     return [
         [
@@ -81,8 +87,8 @@ def _event_rows(cassette: Cassette) -> list[list[str]]:
             format_ms(i.start_ms),
             format_ms(i.duration_ms),
             i.library,
-            i.request.method,
-            i.request.url,
+            i.request.method if isinstance(i.request, HttpRequest) else i.kind,
+            i.request.url if isinstance(i.request, HttpRequest) else _call_text(i.request),
             outcome(i.response, i.error, detailed=True),
         ]
         for n, i in enumerate(cassette.interactions, start=1)

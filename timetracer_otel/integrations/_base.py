@@ -72,7 +72,10 @@ class Integration(ABC):
             parent = importlib.import_module(patch.module)
             for part in filter(None, parent_path.split(".")):
                 parent = getattr(parent, part)
-            wrapper = wrapt.FunctionWrapper(getattr(parent, name), patch.wrapper)
+            # From the class dict when there: a classmethod stays one (bound to the subclass it is called on).
+            in_dict = isinstance(parent, type) and name in parent.__dict__
+            original = parent.__dict__[name] if in_dict else getattr(parent, name)
+            wrapper = wrapt.FunctionWrapper(original, patch.wrapper)
             setattr(parent, name, wrapper)
             self._applied[key] = (parent, name, wrapper)
         self.active = True

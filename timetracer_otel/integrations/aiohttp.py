@@ -32,7 +32,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from timetracer_otel.cassette.content_coding import decode_content
 from timetracer_otel.cassette.model import Headers, Interaction
 from timetracer_otel.integrations._base import Integration, Patch
-from timetracer_otel.integrations._http import RecordedBody, recorded_exception
+from timetracer_otel.integrations._http import RecordedBody, recorded_exception, recorded_response
 from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
 from timetracer_otel.record.recording import BodyBuffer, BuiltCall, RequestRecording, body_of, current_recording
 from timetracer_otel.replay.guard import live_call
@@ -379,8 +379,7 @@ class AiohttpIntegration(Integration):
 
     @staticmethod
     def _response(interaction: Interaction, request: ClientRequest, auto_decompress: bool, sent: int) -> ClientResponse:
-        recorded = interaction.response
-        assert recorded is not None
+        recorded = recorded_response(interaction)
         body = RecordedBody(interaction)
         data = body.data
         coding = header_value(recorded.headers, "content-encoding")

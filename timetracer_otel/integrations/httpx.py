@@ -14,7 +14,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from timetracer_otel.cassette.model import Interaction
 from timetracer_otel.integrations._base import Integration, Patch
-from timetracer_otel.integrations._http import RecordedBody, recorded_exception
+from timetracer_otel.integrations._http import RecordedBody, recorded_exception, recorded_response
 from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
 from timetracer_otel.record.recording import BodyBuffer, PendingCall, RequestRecording, body_of, current_recording
 from timetracer_otel.replay.guard import live_call
@@ -217,8 +217,7 @@ class HttpxIntegration(Integration):
 
     @staticmethod
     def _response(interaction: Interaction, request: httpx.Request) -> httpx.Response:
-        recorded = interaction.response
-        assert recorded is not None
+        recorded = recorded_response(interaction)
         extensions: dict[str, Any] = {}
         if recorded.reason is not None:
             extensions["reason_phrase"] = recorded.reason.encode("ascii", "replace")

@@ -25,6 +25,15 @@ OUTBOUND: dict[str, IntegrationEntry] = {
     "httpx": IntegrationEntry("timetracer_otel.integrations.httpx", "httpx"),
     "requests": IntegrationEntry("timetracer_otel.integrations.requests", "requests"),
     "aiohttp": IntegrationEntry("timetracer_otel.integrations.aiohttp", "aiohttp"),
+    # SQL: each call is recorded once, by its driver's integration; the ORM integrations prepare replayed
+    # connections and tell the drivers which layer a call came through (see integrations/_sql.py).
+    "asyncpg": IntegrationEntry("timetracer_otel.integrations.asyncpg", "asyncpg"),
+    "psycopg": IntegrationEntry("timetracer_otel.integrations.psycopg", "psycopg"),
+    "sqlite": IntegrationEntry("timetracer_otel.integrations.sqlite", "sqlite3"),
+    "sqlalchemy": IntegrationEntry("timetracer_otel.integrations.sqlalchemy", "sqlalchemy"),
+    "tortoise": IntegrationEntry("timetracer_otel.integrations.tortoise", "tortoise"),
+    "redis": IntegrationEntry("timetracer_otel.integrations.redis", "redis"),
+    "mongo": IntegrationEntry("timetracer_otel.integrations.mongo", "pymongo"),
 }
 
 #: Inbound server integrations: they open one cassette per request and are always on when recording/replaying.
@@ -35,6 +44,7 @@ INBOUND: dict[str, IntegrationEntry] = {
 #: Group names users may write instead of listing every member.
 PLUGIN_GROUPS: dict[str, tuple[str, ...]] = {
     "http": ("httpx", "requests", "aiohttp"),
+    "sql": ("asyncpg", "psycopg", "sqlite", "sqlalchemy", "tortoise"),
 }
 
 

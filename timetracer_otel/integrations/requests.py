@@ -29,7 +29,7 @@ from urllib3 import HTTPHeaderDict
 
 from timetracer_otel.cassette.model import Headers, Interaction
 from timetracer_otel.integrations._base import Integration, Patch
-from timetracer_otel.integrations._http import RecordedBody, recorded_exception
+from timetracer_otel.integrations._http import RecordedBody, recorded_exception, recorded_response
 from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
 from timetracer_otel.record.recording import BodyBuffer, BuiltCall, RequestRecording, body_of, current_recording
 from timetracer_otel.replay.guard import live_call
@@ -399,8 +399,7 @@ class RequestsIntegration(Integration):
 
     @staticmethod
     def _response(adapter: HTTPAdapter, interaction: Interaction, request: PreparedRequest) -> requests.Response:
-        recorded = interaction.response
-        assert recorded is not None
+        recorded = recorded_response(interaction)
         headers = HTTPHeaderDict()
         for name, value in recorded.headers:
             headers.add(name, value)

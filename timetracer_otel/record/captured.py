@@ -15,12 +15,22 @@ from typing import Any, Protocol
 
 import msgspec
 
-from timetracer_otel.cassette.model import Body, Headers, HttpRequest, HttpResponse, RecordedError
+from timetracer_otel.cassette.model import (
+    Body,
+    CallRequest,
+    CallResponse,
+    Headers,
+    HttpRequest,
+    HttpResponse,
+    RecordedError,
+)
 
 __all__ = [
     "CaptureWriter",
     "CapturedBody",
     "CapturedCall",
+    "CapturedCallRequest",
+    "CapturedCallResponse",
     "CapturedHttpRequest",
     "CapturedHttpResponse",
     "CapturedRequest",
@@ -63,7 +73,11 @@ class CapturedBody(msgspec.Struct, array_like=True, frozen=True, gc=False):
         return Body(self.data, self.size, self.truncated, self.complete, self.content_coding)
 
 
-class CapturedHttpRequest(msgspec.Struct, array_like=True, frozen=True, gc=False):
+# The request and response structs are tagged: a call's request is one of two shapes, and msgspec tells
+# array-like structs in a union apart by tag.
+
+
+class CapturedHttpRequest(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="h"):
     method: str
     url: str
     headers: RawHeaders
@@ -80,7 +94,7 @@ class CapturedHttpRequest(msgspec.Struct, array_like=True, frozen=True, gc=False
         )
 
 
-class CapturedHttpResponse(msgspec.Struct, array_like=True, frozen=True, gc=False):
+class CapturedHttpResponse(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="h"):
     status: int
     headers: RawHeaders
     body: CapturedBody | None = None
@@ -97,13 +111,32 @@ class CapturedHttpResponse(msgspec.Struct, array_like=True, frozen=True, gc=Fals
         )
 
 
+class CapturedCallRequest(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="c"):
+    """A database or cache call; ``arguments`` already a JSON value (see :class:`CallRequest`)."""
+
+    operation: str
+    method: str | None
+    target: str | None
+    arguments: Any
+
+    def to_model(self) -> CallRequest:
+        return CallRequest(self.operation, self.method, self.target, self.arguments)
+
+
+class CapturedCallResponse(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="c"):
+    result: Any
+
+    def to_model(self) -> CallResponse:
+        return CallResponse(self.result)
+
+
 class CapturedCall(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """One outbound call, its times in nanoseconds since the epoch and its span ids as integers."""
 
     kind: str
     library: str
-    request: CapturedHttpRequest
-    response: CapturedHttpResponse | None
+    request: CapturedHttpRequest | CapturedCallRequest
+    response: CapturedHttpResponse | CapturedCallResponse | None
     error: RecordedError | None
     start_ns: int
     end_ns: int | None
@@ -112,7 +145,8 @@ class CapturedCall(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class CapturedRequest(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """One inbound request with everything it captured."""
+    """One inbound request with everything it captured, or (``request`` None) a segment of the process's
+    session: calls made outside any inbound request."""
 
     id: str
     #: Wall-clock start in seconds since the epoch, and the same instant in nanoseconds for offsets.
@@ -121,7 +155,7 @@ class CapturedRequest(msgspec.Struct, array_like=True, frozen=True, gc=False):
     #: Hexadecimal: a 128-bit trace id does not fit a MessagePack integer.
     trace_id: str | None
     incomplete: bool
-    request: CapturedHttpRequest
+    request: CapturedHttpRequest | None
     response: CapturedHttpResponse | None
     error: RecordedError | None
     calls: tuple[CapturedCall, ...]

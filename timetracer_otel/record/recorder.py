@@ -27,7 +27,7 @@ import msgspec
 
 from timetracer_otel.cassette.model import RecordedError
 from timetracer_otel.record.captured import CapturedCall, CapturedRequest, CaptureWriter
-from timetracer_otel.record.recording import ByteBudget, PendingCall, RequestRecording
+from timetracer_otel.record.recording import ByteBudget, PendingCall, RequestRecording, SessionRecording
 from timetracer_otel.record.tracker import RequestSpanTracker
 from timetracer_otel.settings import Settings
 
@@ -38,6 +38,8 @@ logger = logging.getLogger("timetracer.record")
 #: How often the writer looks for settled requests, and how often it checks hard timeouts.
 _TICK_SECONDS = 0.05
 _SCAN_INTERVAL = 0.5
+#: A busy session (a scheduler that never pauses) is still written at least this often.
+_SESSION_SEGMENT_SECONDS = 10.0
 
 
 @dataclass
@@ -85,6 +87,12 @@ class Recorder:
         self._thread_lock = threading.Lock()
         self._stopped = False
         self._last_capacity_warning = 0.0
+        #: Calls outside any inbound request; their unfinished calls wait here between session segments.
+        self.session = SessionRecording(self.stats, self.budget)
+        self._session_unfinished: list[PendingCall] = []
+        self._session_written = time.monotonic()
+        SessionRecording.current = self.session
+        self._ensure_thread()
         os.register_at_fork(after_in_child=self._after_fork)
         atexit.register(self.shutdown)
 
@@ -151,6 +159,8 @@ class Recorder:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write every request that has finished, without waiting for quiet periods. True if done in time."""
+        if self._thread is None and (self.session.calls or self._session_unfinished):
+            self._ensure_thread()  # a forked child that made calls but served no request yet
         if self._thread is None or not self._thread.is_alive():
             return not self._pending
         marker = _Flush()
@@ -163,6 +173,8 @@ class Recorder:
             return
         self.flush()
         self._stopped = True
+        if SessionRecording.current is self.session:
+            SessionRecording.current = None
         self.tracker.enabled = False
         self._wake.set()
         if self._pending:
@@ -178,6 +190,10 @@ class Recorder:
         self._flushes = deque()
         self._wake = threading.Event()
         self._pending = {}
+        self.session = SessionRecording(self.stats, self.budget)
+        self._session_unfinished = []
+        if SessionRecording.current is not None:
+            SessionRecording.current = self.session
 
     # -- writer thread ------------------------------------------------------------------------------------
 
@@ -197,9 +213,10 @@ class Recorder:
                 for recording in list(self._pending.values()):
                     if recording.done:
                         self._write(recording)
-            if time.monotonic() >= next_scan:
+            if flushes or time.monotonic() >= next_scan:
                 next_scan = time.monotonic() + _SCAN_INTERVAL
                 self._expire()
+                self._write_session(everything=bool(flushes))
             self._store_batch()
             if flushes:
                 self._drain()
@@ -271,6 +288,43 @@ class Recorder:
         if captured.incomplete:
             self.stats.incomplete += 1
 
+    def _write_session(self, everything: bool) -> None:
+        """Write the session's ended calls as a segment, once the session has been quiet for the quiet period
+        (or a segment is overdue, or on a flush)."""
+        session = self.session
+        if not session.calls and not self._session_unfinished:
+            return
+        now = time.monotonic()
+        quiet = now - session.last_activity >= self.settings.quiet_period
+        if not (everything or quiet or now - self._session_written >= _SESSION_SEGMENT_SECONDS):
+            return
+        ended = session.take_ended(self._session_unfinished)
+        if not ended:
+            return
+        self._session_written = now
+        calls = []
+        for call in sorted(ended, key=lambda c: c.start_ns):
+            captured = self._captured_call(call)
+            if captured is not None:
+                calls.append(captured)
+        if not calls:
+            return
+        start_ns = calls[0].start_ns
+        self._batch.append(
+            CapturedRequest(
+                id=f"{random.getrandbits(128):032x}",
+                started_at=start_ns / 1e9,
+                start_ns=start_ns,
+                trace_id=None,
+                incomplete=False,
+                request=None,
+                response=None,
+                error=None,
+                calls=tuple(calls),
+                spans=(),
+            )
+        )
+
     def _capture(self, recording: RequestRecording, incomplete: bool) -> CapturedRequest | None:
         response = recording.inbound.response()
         error = RecordedError.from_exception(recording.error) if recording.error is not None else None
@@ -303,6 +357,7 @@ class Recorder:
         try:
             request = call.request()
             response = call.response()
+            error = None if call.error is None else RecordedError.from_exception(call.error, call.error_details())
         except Exception:
             self.stats.capture_errors += 1
             logger.exception("timetracer: could not capture a %s call; it is left out of the cassette", call.library)
@@ -312,7 +367,7 @@ class Recorder:
             library=call.library,
             request=request,
             response=response,
-            error=RecordedError.from_exception(call.error) if call.error is not None else None,
+            error=error,
             start_ns=call.start_ns,
             end_ns=call.end_ns,
             span_id=call.span_id,

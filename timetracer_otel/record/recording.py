@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from opentelemetry import trace
 
-from timetracer_otel._context import request_state
-from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse, SpanTuple
+from timetracer_otel._context import in_connection_setup, request_state
+from timetracer_otel.cassette.values import to_json_value
+from timetracer_otel.record.captured import (
+    CapturedBody,
+    CapturedCallRequest,
+    CapturedCallResponse,
+    CapturedHttpRequest,
+    CapturedHttpResponse,
+    SpanTuple,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -28,17 +37,22 @@ __all__ = [
     "BodyBuffer",
     "BuiltCall",
     "ByteBudget",
+    "DataCall",
     "InboundCapture",
     "PendingCall",
     "RequestRecording",
+    "SessionRecording",
     "body_of",
     "current_recording",
 ]
 
 def current_recording() -> RequestRecording | None:
-    """The recording of the inbound request this code runs for, if any."""
+    """Where a call made here is recorded: the recording of the inbound request this code runs for, else (and
+    for connection set-up) the process's session recording; None when not recording."""
+    if in_connection_setup():
+        return SessionRecording.current
     value = request_state()
-    return value if isinstance(value, RequestRecording) else None
+    return value if isinstance(value, RequestRecording) else SessionRecording.current
 
 
 class ByteBudget:
@@ -114,12 +128,16 @@ class PendingCall(ABC):
         self.parent_span_id: int | None = parent.span_id if parent is not None else None
 
     @abstractmethod
-    def request(self) -> CapturedHttpRequest:
+    def request(self) -> CapturedHttpRequest | CapturedCallRequest:
         """The request, built on the writer thread."""
 
     @abstractmethod
-    def response(self) -> CapturedHttpResponse | None:
+    def response(self) -> CapturedHttpResponse | CapturedCallResponse | None:
         """The response, if the call got one; built on the writer thread."""
+
+    def error_details(self) -> Any:
+        """What the error carries besides its type and message, as a JSON value (see ``RecordedError.details``)."""
+        return None
 
     def failed(self, error: BaseException) -> None:
         self.error = error
@@ -148,6 +166,49 @@ class BuiltCall(PendingCall):
 
     def response(self) -> CapturedHttpResponse | None:
         return None if self._response is None else self._response()
+
+
+_NO_RESULT: Any = object()
+
+
+class DataCall(PendingCall):
+    """A database or cache call: what the library was given and what it answered, kept as they are and made
+    JSON values on the writer thread by ``encode`` (by default :func:`~timetracer_otel.cassette.values.to_json_value`).
+
+    Keep only values the app will not change afterwards (copy a list of rows the app receives), since they are
+    read when the cassette is written. Subclass it to add :meth:`error_details`.
+    """
+
+    __slots__ = ("arguments", "encode", "method", "operation", "result", "target")
+
+    def __init__(
+        self,
+        kind: str,
+        library: str,
+        operation: str,
+        arguments: Any = None,
+        *,
+        method: str | None = None,
+        target: str | None = None,
+        encode: Callable[[Any], Any] = to_json_value,
+    ) -> None:
+        super().__init__(kind, library)
+        self.operation = operation
+        self.arguments = arguments
+        self.method = method
+        self.target = target
+        self.encode = encode
+        self.result: Any = _NO_RESULT
+
+    def succeeded(self, result: Any) -> None:
+        self.result = result
+        self._ended()
+
+    def request(self) -> CapturedCallRequest:
+        return CapturedCallRequest(self.operation, self.method, self.target, self.encode(self.arguments))
+
+    def response(self) -> CapturedCallResponse | None:
+        return None if self.result is _NO_RESULT else CapturedCallResponse(self.encode(self.result))
 
 
 class InboundCapture(Protocol):
@@ -276,3 +337,34 @@ class RequestRecording:
             self.route = route if isinstance(route, str) else None
         self.open_spans.discard(span_id)
         self.last_activity = time.monotonic()
+
+
+class SessionRecording(RequestRecording):
+    """Calls the process makes outside any inbound request (start-up, schedulers, connection set-up).
+
+    There is one per recording process (``current``). It never settles: the recorder writes the calls that
+    ended, from time to time, as segments of the process's session cassette.
+    """
+
+    __slots__ = ()
+
+    #: The recording process's session recording; None when not recording.
+    current: ClassVar[SessionRecording | None] = None
+
+    def __init__(self, stats: RecorderStats, budget: ByteBudget) -> None:
+        super().__init__(stats, budget)
+        # A deque: the writer takes calls from its left end while app threads append at its right.
+        self.calls: deque[PendingCall] = deque()  # type: ignore[assignment]
+
+    def take_ended(self, unfinished: list[PendingCall]) -> list[PendingCall]:
+        """Remove and return the calls that ended; ``unfinished`` holds calls still running (kept by the
+        writer between segments) and is updated in place."""
+        calls = self.calls
+        while calls:
+            unfinished.append(calls.popleft())
+        ended = [call for call in unfinished if call.end_ns is not None]
+        unfinished[:] = [call for call in unfinished if call.end_ns is None]
+        # The bytes of calls still running are forgotten with the rest: the budget is approximate.
+        self._budget.used -= self.buffered
+        self.buffered = 0
+        return ended

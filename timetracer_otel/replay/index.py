@@ -10,21 +10,30 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from operator import length_hint
 
-from timetracer_otel.cassette.model import HttpRequest, Interaction
+from timetracer_otel.cassette.model import HTTP, CallRequest, HttpRequest, Interaction
 from timetracer_otel.errors import ReplayMismatchError
-from timetracer_otel.replay.matching import HttpFields, describe_http, http_differences, http_fields, http_key
+from timetracer_otel.replay.matching import (
+    CallFields,
+    HttpFields,
+    call_differences,
+    describe_request,
+    http_differences,
+    request_key,
+)
 from timetracer_otel.settings import OnExhausted
 
 __all__ = ["RecordedCalls", "ReplayIndex", "request_keys"]
 
 _NEAREST = 3
 # Weights for ranking near misses: a call to the same endpoint with other parameters is "nearer" than
-# a call with the same parameters to another endpoint.
-_WEIGHTS = {"method": 4, "host": 3, "port": 1, "scheme": 1, "path": 4, "query": 2, "body": 2}
+# a call with the same parameters to another endpoint; the same statement with other parameters is nearer
+# than another statement.
+_HTTP_WEIGHTS = {"method": 4, "host": 3, "port": 1, "scheme": 1, "path": 4, "query": 2, "body": 2}
+_CALL_WEIGHTS = {"operation": 4, "target": 3, "method": 2, "arguments": 2}
 
 
 def request_keys(interactions: Iterable[Interaction]) -> tuple[Hashable, ...]:
-    return tuple(http_key(interaction.request) for interaction in interactions)
+    return tuple(request_key(interaction.kind, interaction.request) for interaction in interactions)
 
 
 class RecordedCalls:
@@ -67,24 +76,34 @@ class ReplayIndex:
     def __len__(self) -> int:
         return len(self._calls)
 
-    def take(self, request: HttpRequest) -> Interaction:
-        key = http_key(request)
+    def find(
+        self, request: HttpRequest | CallRequest, kind: str = HTTP, *, repeat_last: bool = False
+    ) -> Interaction | None:
+        """The next recorded answer to this call; None if none was recorded. Raises when every answer was used,
+        unless ``repeat_last`` (or TIMETRACER_ON_EXHAUSTED=repeat_last) says to give the last one again."""
+        key = request_key(kind, request)
         group = self._calls.groups.get(key)
         if group is None:
-            raise self.mismatch(request)
+            return None
         cursor = self._cursors.get(key)
         if cursor is None:
             cursor = self._cursors.setdefault(key, iter(group))
         interaction = next(cursor, None)
         if interaction is not None:
             return interaction
-        if self._on_exhausted is OnExhausted.REPEAT_LAST:
+        if repeat_last or self._on_exhausted is OnExhausted.REPEAT_LAST:
             return group[-1]
         raise ReplayMismatchError(
-            describe_http(request),
+            describe_request(kind, request),
             f"this call was recorded {len(group)} time(s) and every recorded answer has been used; "
             "set TIMETRACER_ON_EXHAUSTED=repeat_last to replay the last answer again",
         )
+
+    def take(self, request: HttpRequest | CallRequest, kind: str = HTTP) -> Interaction:
+        interaction = self.find(request, kind)
+        if interaction is None:
+            raise self.mismatch(request, kind)
+        return interaction
 
     def unused(self) -> list[Interaction]:
         """The answers not taken yet: by key in order of first recording, each key's in recorded order."""
@@ -94,19 +113,29 @@ class ReplayIndex:
             unused.extend(group if cursor is None else group[len(group) - length_hint(cursor) :])
         return unused
 
-    def mismatch(self, request: HttpRequest) -> ReplayMismatchError:
-        interactions = self._calls.interactions
-        if not interactions:
-            return ReplayMismatchError(describe_http(request), "the cassette holds no recorded HTTP calls")
-        live = http_fields(request)
-        ranked = []
-        for position, (interaction, key) in enumerate(zip(interactions, self._calls.keys, strict=True)):
-            recorded = key if isinstance(key, HttpFields) else http_fields(interaction.request)
-            score = sum(w for name, w in _WEIGHTS.items() if getattr(live, name) == getattr(recorded, name))
-            ranked.append((-score, position, interaction, recorded))
+    def mismatch(self, request: HttpRequest | CallRequest, kind: str = HTTP) -> ReplayMismatchError:
+        """Why no recorded call answers this one, with the nearest recorded calls of its kind and what differs."""
+        live = request_key(kind, request)
+        ranked: list[tuple[int, int, Interaction, list[str]]] = []
+        for position, (interaction, given) in enumerate(zip(self._calls.interactions, self._calls.keys, strict=True)):
+            if interaction.kind != kind:
+                continue
+            # Keys of the caller's own making are not fields to compare: compute the fields.
+            key = given if isinstance(given, HttpFields | CallFields) else request_key(kind, interaction.request)
+            if isinstance(live, HttpFields) and isinstance(key, HttpFields):
+                score = sum(w for name, w in _HTTP_WEIGHTS.items() if getattr(live, name) == getattr(key, name))
+                differences = http_differences(live, key)
+            elif isinstance(live, CallFields) and isinstance(key, CallFields):
+                score = sum(w for name, w in _CALL_WEIGHTS.items() if getattr(live, name) == getattr(key, name))
+                differences = call_differences(live, key)
+            else:
+                continue
+            ranked.append((-score, position, interaction, differences))
+        if not ranked:
+            return ReplayMismatchError(describe_request(kind, request), f"the cassette holds no recorded {kind} calls")
         ranked.sort(key=lambda item: item[:2])
         candidates = [
-            f"#{position + 1} {describe_http(interaction.request)} ({'; '.join(http_differences(live, recorded))})"
-            for _, position, interaction, recorded in ranked[:_NEAREST]
+            f"#{position + 1} {describe_request(interaction.kind, interaction.request)} ({'; '.join(differences)})"
+            for _, position, interaction, differences in ranked[:_NEAREST]
         ]
-        return ReplayMismatchError(describe_http(request), "no recorded call matches", candidates)
+        return ReplayMismatchError(describe_request(kind, request), "no recorded call matches", candidates)

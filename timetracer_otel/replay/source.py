@@ -7,9 +7,9 @@ import threading
 from collections.abc import Hashable
 from pathlib import Path
 
-from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
+from timetracer_otel.cassette.files import SESSION_FOLDER, iter_cassette_files, load_cassette
 from timetracer_otel.cassette.model import Cassette, HttpRequest
-from timetracer_otel.errors import CassetteNotFoundError
+from timetracer_otel.errors import CassetteFormatError, CassetteNotFoundError
 from timetracer_otel.replay.index import RecordedCalls
 from timetracer_otel.replay.matching import describe_http, http_differences, http_fields
 from timetracer_otel.replay.session import ReplaySession
@@ -32,8 +32,9 @@ class _Recorded:
 
     def __init__(self, cassette: Cassette) -> None:
         self.cassette = cassette
-        self.body = cassette.request.body
-        self.body_key = http_fields(cassette.request).body
+        request = inbound_request(cassette)
+        self.body = request.body
+        self.body_key = http_fields(request).body
         self.uses = 0
 
     def matches(self, live: HttpRequest, live_key: Hashable) -> bool:
@@ -46,6 +47,22 @@ class _Recorded:
         return data.startswith(body.data) and (not body.truncated or len(data) == body.size)
 
 
+def inbound_request(cassette: Cassette) -> HttpRequest:
+    """A request cassette's inbound request (a session cassette, which has none, is refused)."""
+    if cassette.request is None:
+        raise CassetteFormatError(None, f"cassette {cassette.metadata.id} is a session cassette, not a request's")
+    return cassette.request
+
+
+def _session_folder_near(path: Path) -> Path | None:
+    """The ``_session`` folder of the recording a cassette file belongs to: next to its day folder."""
+    for parent in (path.parent, path.parent.parent):
+        candidate = parent / SESSION_FOLDER
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
 class CassetteSource:
     """Hands each inbound request a :class:`ReplaySession`.
 
@@ -54,8 +71,21 @@ class CassetteSource:
     order, and once all were used the sequence starts again.
     """
 
-    def __init__(self, cassettes: list[Cassette], *, single: bool, on_exhausted: OnExhausted) -> None:
+    def __init__(
+        self,
+        cassettes: list[Cassette],
+        *,
+        single: bool,
+        on_exhausted: OnExhausted,
+        sessions: list[Cassette] | None = None,
+    ) -> None:
+        """``sessions`` are the session cassettes (calls made outside requests), in recorded order."""
         self.cassettes = cassettes
+        session_calls = [interaction for session in sessions or () for interaction in session.interactions]
+        #: Answers calls made outside any replayed request (start-up, connection set-up), in recorded order.
+        self.process_session = (
+            ReplaySession(None, on_exhausted, calls=RecordedCalls(session_calls)) if session_calls else None
+        )
         # Each cassette's calls are keyed and grouped once, here: a session for a replayed request then
         # starts in O(1), however many calls its cassette holds.
         self._calls = {id(cassette): RecordedCalls(cassette.interactions) for cassette in cassettes}
@@ -64,21 +94,30 @@ class CassetteSource:
         self._lock = threading.Lock()
         self._by_endpoint: dict[Hashable, list[_Recorded]] = {}
         for cassette in sorted(cassettes, key=lambda c: c.metadata.recorded_at):
-            self._by_endpoint.setdefault(_endpoint(cassette.request), []).append(_Recorded(cassette))
+            self._by_endpoint.setdefault(_endpoint(inbound_request(cassette)), []).append(_Recorded(cassette))
 
     @classmethod
     def open(cls, path: str | Path, on_exhausted: OnExhausted = OnExhausted.ERROR) -> CassetteSource:
         path = Path(path)
         if path.is_dir():
             cassettes = [load_cassette(p) for p in iter_cassette_files(path)]
-            logger.info("timetracer: replaying from %d cassettes in %s", len(cassettes), path)
-            return cls(cassettes, single=False, on_exhausted=on_exhausted)
+            sessions = [load_cassette(p) for p in iter_cassette_files(path, sessions=True)]
+            logger.info("timetracer: replaying from %d cassettes and %d session cassettes in %s",
+                        len(cassettes), len(sessions), path)
+            return cls(cassettes, single=False, on_exhausted=on_exhausted, sessions=sessions)
         if not path.exists():
             raise CassetteNotFoundError(path)
-        return cls([load_cassette(path)], single=True, on_exhausted=on_exhausted)
+        cassette = load_cassette(path)
+        if cassette.request is None:  # a session cassette on its own: it answers calls outside requests
+            return cls([], single=False, on_exhausted=on_exhausted, sessions=[cassette])
+        # Next to a cassette file, the session cassettes of its directory's recording (if it is one).
+        session_folder = _session_folder_near(path)
+        sessions = [] if session_folder is None else [load_cassette(p) for p in iter_cassette_files(
+            session_folder.parent, sessions=True)]
+        return cls([cassette], single=True, on_exhausted=on_exhausted, sessions=sessions)
 
     def session_for(self, request: HttpRequest) -> ReplaySession:
-        if self._single:
+        if self._single and self.cassettes:
             return self._session(self.cassettes[0])
         live_key = http_fields(request).body
         with self._lock:
@@ -97,13 +136,14 @@ class CassetteSource:
         live = http_fields(request)
         ranked = sorted(
             self.cassettes,
-            key=lambda c: len(http_differences(live, http_fields(c.request))),
+            key=lambda c: len(http_differences(live, http_fields(inbound_request(c)))),
         )[:3]
         if not ranked:
             return reason + " (the cassette directory is empty)"
         lines = [reason, "nearest recorded inbound requests:"]
         for cassette in ranked:
-            differences = http_differences(live, http_fields(cassette.request))
+            recorded = inbound_request(cassette)
+            differences = http_differences(live, http_fields(recorded))
             interesting = [d for d in differences if not d.startswith(("host", "port", "scheme"))]
-            lines.append(f"  {describe_http(cassette.request)} ({'; '.join(interesting) or 'same'})")
+            lines.append(f"  {describe_http(recorded)} ({'; '.join(interesting) or 'same'})")
         return "\n".join(lines)
