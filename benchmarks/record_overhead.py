@@ -79,7 +79,10 @@ CONFIGS: dict[str, tuple[str, bool, str | None, str | None]] = {
     "c-notrack": ("c: record without span tracking", True, "record", "notrack"),
     "c-nohttpx": ("c: record without capturing httpx calls", True, "record", "nohttpx"),
 }
-ENDPOINTS = {"outbound": "/outbound?id=7", "empty": "/empty"}
+ENDPOINTS = {"outbound": "/outbound?id=7", "empty": "/empty", "fullstack": "/fullstack?id=7"}
+#: Outbound calls a good cassette of each endpoint holds (/fullstack: 1 HTTP, BEGIN + 3 SQL + ROLLBACK, 2 Redis,
+#: 1 MongoDB).
+EXPECTED_CALLS = {"/outbound": 1, "/empty": 0, "/fullstack": 9}
 
 _WRK_SCRIPT = r"""
 done = function(summary, latency, requests)
@@ -273,16 +276,49 @@ def process_counters(pid: int) -> tuple[float, int] | None:
 
 
 def cassette_files(directory: Path) -> list[Path]:
-    suffixes = (".json", ".json.gz", ".json.zst")
-    return sorted(
-        p for p in directory.rglob("*") if p.is_file() and p.name.endswith(suffixes) and not p.name.startswith(".")
-    )
+    """The request cassettes (session cassettes hold the calls made outside requests: not one per request)."""
+    from timetracer_otel.cassette.files import iter_cassette_files
+
+    return list(iter_cassette_files(directory))
+
+
+def seed_fullstack() -> None:
+    """The rows, keys and documents ``/fullstack`` reads (BENCH_DATABASE_URL, BENCH_REDIS_URL, BENCH_MONGO_URI)."""
+    import asyncio
+
+    import asyncpg
+    import redis
+    from apps.bench_app import DATABASE_URL, MONGO_URI, REDIS_URL
+    from pymongo import MongoClient
+
+    async def tables() -> None:
+        connection = await asyncpg.connect(DATABASE_URL.replace("+asyncpg", ""))
+        try:
+            await connection.execute(
+                "DROP TABLE IF EXISTS bench_products; CREATE TABLE bench_products (id int PRIMARY KEY, "
+                "name text NOT NULL, price numeric(10, 2) NOT NULL, category text NOT NULL, stock int NOT NULL)"
+            )
+            await connection.executemany(
+                "INSERT INTO bench_products VALUES ($1, $2, $3, $4, $5)",
+                [(n, f"product {n}", n * 1.25, f"c{n % 10}", n % 17) for n in range(1, 1001)],
+            )
+        finally:
+            await connection.close()
+
+    asyncio.run(tables())
+    cache = redis.Redis.from_url(REDIS_URL)
+    cache.set("bench:badge:7", "bestseller")
+    with MongoClient(MONGO_URI) as mongo:
+        mongo["bench"]["reviews"].drop()
+        mongo["bench"]["reviews"].insert_many([{"product": n, "stars": n % 5 + 1, "text": f"review {n}"}
+                                               for n in range(1, 101)])
 
 
 def check_cassettes(files: list[Path], sample: int = 20) -> tuple[int, int]:
-    """Load an evenly spread sample with ``load_cassette``: (checked, bad). A good cassette of ``/outbound``
-    holds its one outbound call with a 200 answer; one of ``/empty`` holds none."""
+    """Load an evenly spread sample with ``load_cassette``: (checked, bad). A good cassette holds the endpoint's
+    calls (``EXPECTED_CALLS``), every HTTP one with a 200 answer."""
     from timetracer_otel.cassette.files import load_cassette
+    from timetracer_otel.cassette.model import CallResponse, HttpResponse
 
     step = max(1, len(files) // sample)
     picked = files[::step][:sample]
@@ -295,12 +331,17 @@ def check_cassettes(files: list[Path], sample: int = 20) -> tuple[int, int]:
             bad += 1
             continue
         calls = cassette.interactions
-        expected = 1 if "/outbound" in cassette.request.url else 0
+        url_path = "" if cassette.request is None else cassette.request.url.split("?")[0]
+        expected = next((n for suffix, n in EXPECTED_CALLS.items() if url_path.endswith(suffix)), -1)
         ok = (
             len(calls) == expected
             and cassette.response is not None
             and cassette.response.status == 200
-            and all(c.response is not None and c.response.status == 200 for c in calls)
+            and all(
+                isinstance(c.response, CallResponse)
+                or (isinstance(c.response, HttpResponse) and c.response.status == 200)
+                for c in calls
+            )
         )
         if not ok:
             print(f"  unexpected cassette {path}: {len(calls)} calls", file=sys.stderr)
@@ -492,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s per measurement")
     parser.add_argument("--configs", default="a,b,c", help=f"comma list from {', '.join(CONFIGS)}")
-    parser.add_argument("--endpoints", default="outbound,empty")
+    parser.add_argument("--endpoints", default="outbound,empty", help=f"comma list from {', '.join(ENDPOINTS)}")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument(
         "--rate",
@@ -545,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = Results()
     loadgen = LoadGenerator(kind, args.concurrency, other_cpus, args.rate)
+    if "fullstack" in args.endpoints:
+        seed_fullstack()
     upstream, upstream_port = start_upstream(other_cpus)
     try:
         for round_number in range(1, args.rounds + 1):

@@ -10,50 +10,22 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(HERE.parent))
+
+from demo_support import BIN, free_port, start, stop  # noqa: E402
+
 REQUESTS = [
     ("POST", "/checkout", {"item": 3}),
     ("POST", "/checkout", {"item": 10, "quantity": 2}),
     ("GET", "/users/42", None),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(app: str, port: int, env: dict[str, str], log: Path, instrument: bool) -> subprocess.Popen[bytes]:
-    command = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    if instrument:
-        command.insert(0, str(BIN / "opentelemetry-instrument"))
-    process = subprocess.Popen(command, cwd=HERE, env={**os.environ, **env}, stdout=log.open("wb"),
-                               stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return process
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    sys.exit(f"{app} did not start; see {log}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(15)
 
 
 def exchange(port: int) -> list[tuple[int, bytes]]:
@@ -74,10 +46,10 @@ def main() -> int:
 
     upstream_port, app_port = free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}"
-    upstream = start("upstream:app", upstream_port, {}, workdir / "upstream.log", instrument=False)
+    upstream = start("upstream:app", upstream_port, {}, workdir / "upstream.log", cwd=HERE, instrument=False)
     print(f"1. upstream pricing service on {upstream_url}")
     record_env = {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassettes), "UPSTREAM_URL": upstream_url}
-    app = start("app:app", app_port, record_env, workdir / "record.log", instrument=True)
+    app = start("app:app", app_port, record_env, workdir / "record.log", cwd=HERE, instrument=True)
     recorded = exchange(app_port)
     stop(app)
     print(f"2. recorded {len(recorded)} requests under opentelemetry-instrument into {cassettes}:")
@@ -86,7 +58,7 @@ def main() -> int:
     stop(upstream)
     print("3. upstream stopped; replaying with TIMETRACER_MODE=replay")
     replay_env = {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassettes), "UPSTREAM_URL": upstream_url}
-    app = start("app:app", app_port, replay_env, workdir / "replay.log", instrument=True)
+    app = start("app:app", app_port, replay_env, workdir / "replay.log", cwd=HERE, instrument=True)
     replayed = exchange(app_port)
     stop(app)
 

@@ -274,6 +274,8 @@ class Recorder:
             return
         recording.finalized = True
         self._pending.pop(id(recording), None)
+        if recording.open_spans:
+            self.tracker.forget(recording.open_spans)
         try:
             captured = self._capture(recording, incomplete or bool(recording.open_spans) or not recording.done)
         except Exception:

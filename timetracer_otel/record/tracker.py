@@ -71,6 +71,12 @@ class RequestSpanTracker(SpanProcessor):
         if recording.done and not recording.open_spans:
             self._on_settled(recording)
 
+    def forget(self, span_ids: set[int]) -> None:
+        """Stop tracking spans of a request written without them (still open at its hard timeout, or leaked by
+        an instrumentation that never ends them): otherwise each would keep its request's recording alive."""
+        for span_id in list(span_ids):
+            self._open.pop(span_id, None)
+
     def shutdown(self) -> None:
         return None
 
