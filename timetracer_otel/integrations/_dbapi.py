@@ -4,7 +4,9 @@ and the cursor a replayed connection hands out.
 A call's result is recorded as ``{"description", "rows", "rowcount", "lastrowid", "status", "more"}``: the
 description as lists of its seven DB-API fields, every row as a list of the driver's Python values (before any
 row factory: replay applies the app's row factory again, so ``dict_row`` or ``sqlite3.Row`` give the same rows),
-and under ``more`` the further result sets (several statements, ``executemany(returning=True)``).
+and under ``more`` the further result sets (several statements, ``executemany(returning=True)``). A server-side
+cursor's result also has ``complete``: whether its rows reached the end of the result (else they are only the rows
+the app fetched, and replay cannot answer a fetch past them).
 """
 
 from __future__ import annotations
@@ -80,10 +82,15 @@ class ResultSet:
     rowcount: int
     lastrowid: Any = None
     status: str | None = None
+    #: Server-side cursors only: whether ``rows`` reach the end of the result (None: a client-side result, whole).
+    complete: bool | None = None
 
     def value(self) -> dict[str, Any]:
-        return {"description": self.description, "rows": self.rows, "rowcount": self.rowcount,
-                "lastrowid": self.lastrowid, "status": self.status}
+        value = {"description": self.description, "rows": self.rows, "rowcount": self.rowcount,
+                 "lastrowid": self.lastrowid, "status": self.status}
+        if self.complete is not None:
+            value["complete"] = self.complete
+        return value
 
 
 def result_value(sets: Sequence[ResultSet]) -> dict[str, Any]:
@@ -107,6 +114,7 @@ def _sets_of(result: Any) -> list[ResultSet]:
             rowcount=item.get("rowcount", -1),
             lastrowid=item.get("lastrowid"),
             status=item.get("status"),
+            complete=item.get("complete"),
         )
         for item in sets
     ]

@@ -16,7 +16,6 @@ app as the ``ReplayMismatchError`` itself.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -25,17 +24,16 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import bson
-from bson import json_util
-from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions, DatetimeConversion
-from bson.json_util import JSONMode, JSONOptions
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.objectid import ObjectId
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from pymongo import errors, helpers_shared, monitoring
 
+from timetracer_otel.cassette.extended_json import bson_to_extended_json, decode_bson, extended_json_to_bson
 from timetracer_otel.cassette.model import CallRequest, CallResponse
 from timetracer_otel.integrations._base import Integration, Patch
 from timetracer_otel.integrations._mongo_wire import WireResponder
-from timetracer_otel.record.captured import CapturedCallRequest
+from timetracer_otel.record.captured import BSON, CapturedCallRequest, CapturedCallResponse
 from timetracer_otel.record.recording import DataCall, current_recording
 from timetracer_otel.replay.guard import live_call
 from timetracer_otel.replay.matching import MONGO_SESSION_FIELDS
@@ -54,9 +52,6 @@ _HOUSEKEEPING = frozenset({"endSessions", "killCursors"})
 #: monitors' heartbeats are never seen by command listeners).
 _HELLO = frozenset({"hello", "ismaster", "isMaster"})
 
-#: BSON -> Python for storage: out-of-range dates kept as DatetimeMS, UUID binaries kept as Binary.
-_DECODE: CodecOptions[dict[str, Any]] = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
-_JSON = JSONOptions(json_mode=JSONMode.CANONICAL, datetime_conversion=DatetimeConversion.DATETIME_AUTO, tz_aware=True)
 
 #: The wire version the replay server claims (MongoDB 8.0), capped to what the installed driver supports.
 _WIRE_VERSION = 25
@@ -67,29 +62,15 @@ _ERROR_MARK = "$timetracerReplayError"
 # -- one request builder for both modes ---------------------------------------------------------------------
 
 
-def _ejson(document: Any) -> Any:
-    """A BSON document (bytes) or Python document as a canonical extended-JSON value: every BSON type kept."""
-    if isinstance(document, bytes):
-        document = bson.decode(document, _DECODE)
-    return json.loads(json_util.dumps(document, json_options=_JSON))
-
-
-def _from_ejson(value: Any) -> bytes:
-    """A stored canonical extended-JSON document back to the BSON bytes the server sent."""
-    document = json_util.loads(json.dumps(value), json_options=_JSON)
-    return bson.encode(document)
-
-
 def _target(command_name: str, database: str, command: Mapping[str, Any]) -> str:
     """``db.collection`` for commands on a collection (the command's value, or getMore's ``collection``)."""
     collection = command.get("collection") if command_name == "getMore" else command.get(command_name)
     return f"{database}.{collection}" if isinstance(collection, str) else database
 
 
-def _arguments(raw: bytes) -> Any:
-    """The command as stored and matched: canonical extended JSON, without the session's fields."""
-    document = bson.decode(raw, _DECODE)
-    return _ejson({key: value for key, value in document.items() if key not in MONGO_SESSION_FIELDS})
+def _without_session(command: Mapping[str, Any]) -> dict[str, Any]:
+    """The command as stored and matched: without the session's and the cluster's fields."""
+    return {key: value for key, value in command.items() if key not in MONGO_SESSION_FIELDS}
 
 
 def _snapshot(document: Mapping[str, Any], codec_options: CodecOptions[Any]) -> bytes:
@@ -103,9 +84,9 @@ def _snapshot(document: Mapping[str, Any], codec_options: CodecOptions[Any]) -> 
 
 def mongo_request(command_name: str, database: str, raw_command: bytes) -> CallRequest:
     """The request a command is recorded and looked up as (both modes go through here)."""
-    document = bson.decode(raw_command, _DECODE)
+    document = decode_bson(raw_command)
     target = _target(command_name, database, document)
-    return CallRequest(command_name, target=target, arguments=_arguments(raw_command))
+    return CallRequest(command_name, target=target, arguments=bson_to_extended_json(_without_session(document)))
 
 
 def _recorded(event: monitoring.CommandStartedEvent) -> bool:
@@ -117,23 +98,26 @@ def _recorded(event: monitoring.CommandStartedEvent) -> bool:
 
 
 class _MongoCall(DataCall):
-    """One command: its document and reply kept as BSON bytes, made extended JSON on the writer thread."""
+    """One command: its document (without session fields) and reply kept as BSON bytes, made extended JSON where
+    the cassette is assembled: in the writer process, off the app's GIL."""
 
     __slots__ = ("database", "failure")
 
     def __init__(self, library: str, command_name: str, database: str, raw_command: bytes,
                  command: Mapping[str, Any]) -> None:
-        super().__init__(MONGO, library, command_name, raw_command, target=_target(command_name, database, command),
-                         encode=_ejson)
+        super().__init__(MONGO, library, command_name, raw_command, target=_target(command_name, database, command))
         self.database = database
         self.failure: bytes | None = None
 
     def request(self) -> CapturedCallRequest:
-        return CapturedCallRequest(self.operation, None, self.target, _arguments(self.arguments))
+        return CapturedCallRequest(self.operation, None, self.target, self.arguments, BSON)
+
+    def response(self) -> CapturedCallResponse | None:
+        return None if self.end_ns is None or self.error is not None else CapturedCallResponse(self.result, BSON)
 
     def error_details(self) -> Any:
         """The failure document: replayed as the server's reply, so the driver raises what it raised."""
-        return None if self.failure is None else _ejson(self.failure)
+        return None if self.failure is None else bson_to_extended_json(self.failure)
 
 
 def _failure_exception(failure: Mapping[str, Any]) -> BaseException:
@@ -174,7 +158,7 @@ class _RecordListener(monitoring.CommandListener):
                 return
             command = event.command
             call = _MongoCall(self._library, event.command_name, event.database_name,
-                              _snapshot(command, self.codec_options), command)
+                              _snapshot(_without_session(command), self.codec_options), command)
             recording.add_call(call)
             self._calls[(event.request_id, event.connection_id)] = call
         except Exception:
@@ -227,11 +211,11 @@ class _ReplayListener(monitoring.CommandListener):
                     answers[event.request_id] = None  # a network failure: the connection is dropped
                 else:
                     failure = details if isinstance(details, dict) else {"errmsg": interaction.error.message}
-                    answers[event.request_id] = _from_ejson({"ok": 0.0, **failure})
+                    answers[event.request_id] = extended_json_to_bson({"ok": 0.0, **failure})
             else:
                 response = interaction.response
                 assert isinstance(response, CallResponse)
-                answers[event.request_id] = _from_ejson(response.result)
+                answers[event.request_id] = extended_json_to_bson(response.result)
         except Exception as exc:  # ReplayMismatchError and the like: raised in the app by _raise_replay_error
             self._integration.replay_errors[event.request_id] = exc
             answers[event.request_id] = bson.encode({"ok": 0.0, "errmsg": str(exc), _ERROR_MARK: event.request_id})

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -53,6 +54,9 @@ logger = logging.getLogger("timetracer")
 LIBRARY = "psycopg"
 #: The pseudo-statement a connection's set-up is recorded under (with method ``connect``: never a real query).
 CONNECT = "connect"
+#: The method a server-side (named) cursor's statement is recorded under: one interaction per cursor.
+CURSOR = "cursor"
+_SERVER_CURSOR = "psycopg._server_cursor_base"
 _PARAMETERS = ("server_version", "server_encoding", "client_encoding", "TimeZone", "DateStyle", "IntervalStyle",
                "standard_conforming_strings", "integer_datetimes", "application_name", "is_superuser",
                "session_authorization")
@@ -144,6 +148,104 @@ def _connection_facts(connection: Any) -> dict[str, Any]:
         "encoding": info.encoding,
         "parameters": {name: info.parameter_status(name) for name in _PARAMETERS},
     }
+
+
+def _succeeded(call: SqlCall, cursor: Any) -> None:
+    try:
+        call.succeeded(result_value(_result_sets(cursor)))
+    except Exception:
+        logger.exception("timetracer: could not record a psycopg result")
+        call.succeeded(None)
+
+
+async def _recorded_async(call: SqlCall, cursor: Any, wrapped: Any, args: Any, kwargs: Any) -> Any:
+    """An ``AsyncCursor.execute`` recorded as ``Cursor.execute`` is: the call added before, its result after."""
+    try:
+        result = await wrapped(*args, **kwargs)
+    except Exception as exc:
+        call.failed(exc)
+        raise
+    _succeeded(call, cursor)
+    return result
+
+
+async def _live(wrapped: Any, args: Any, kwargs: Any) -> Any:
+    """A live (not mocked) async call in replay: the network guard lets it through while it runs."""
+    with live_call():
+        return await wrapped(*args, **kwargs)
+
+
+async def _ready(value: Any) -> Any:
+    return value
+
+
+class _NamedCursor:
+    """A server-side cursor being recorded: its rows by position, as its FETCHes bring them.
+
+    psycopg reads a named cursor page by page (``FETCH FORWARD n``), so its recorded result holds the rows the
+    app fetched, in order, and ``complete`` once a fetch reached the end. Each fetch publishes a new result
+    value (the writer reads ``call.result`` whenever the cassette is written).
+    """
+
+    def __init__(self, call: SqlCall, first: ResultSet) -> None:
+        self.call = call
+        self.description = first.description
+        self.rowcount = first.rowcount
+        self.rows: list[list[Any]] = []
+        self.position = 0  # the server's: psycopg's own ``_pos`` lags behind while iterating a page
+        self.complete = False
+        self._publish()
+
+    def _publish(self) -> None:
+        self.call.succeeded(ResultSet(self.description, list(self.rows), self.rowcount,
+                                      complete=self.complete).value())
+
+    def fetching(self, cursor: Any, size: int | None, fetch: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+        rows = yield from fetch
+        try:
+            self._fetched(cursor, size)
+        except Exception:
+            logger.exception("timetracer: could not record a psycopg server-side cursor's rows")
+        return rows
+
+    def _fetched(self, cursor: Any, size: int | None) -> None:
+        result = cursor.pgresult
+        transformer = Transformer.from_context(cursor)
+        transformer.set_pgresult(result)
+        fetched = [list(row) for row in transformer.load_rows(0, result.ntuples, tuple)]
+        start = self.position
+        if start > len(self.rows):
+            logger.debug("timetracer: rows %d.. of psycopg cursor skipped by a scroll are not recorded",
+                         len(self.rows))
+        else:
+            self.rows[start:start + len(fetched)] = fetched
+        self.position = start + len(fetched)
+        if size is None or len(fetched) < size:
+            self.complete = True
+        self._publish()
+
+    def moving(self, value: int, mode: str, move: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+        result = yield from move
+        self.position = self.position + value if mode == "relative" else value
+        return result
+
+
+#: The server-side cursors being recorded (a cursor's ``__slots__`` leave no room for ours).
+_NAMED: weakref.WeakKeyDictionary[Any, _NamedCursor] = weakref.WeakKeyDictionary()
+
+
+def _recorded_declare(call: SqlCall, cursor: Any, declare: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    try:
+        result = yield from declare
+    except Exception as exc:
+        call.failed(exc)
+        raise
+    try:
+        _NAMED[cursor] = _NamedCursor(call, _result_sets(cursor)[0])
+    except Exception:
+        logger.exception("timetracer: could not record a psycopg server-side cursor")
+        call.succeeded(None)
+    return result
 
 
 # -- replay ---------------------------------------------------------------------------------------------------
@@ -275,6 +377,67 @@ class _ReplayedCursor(ReplayedCursor):
         connection._ran()
 
 
+class _ReplayedServerCursor(_ReplayedCursor):
+    """A named cursor: its statement is one interaction (method ``cursor``) holding the rows the recording
+    fetched; fetches are served from them, in any page sizes, and one reaching past them is a mismatch unless
+    the recording reached the end."""
+
+    def __init__(self, connection: _ReplayedConnection, name: str, row_factory: Any, scrollable: Any,
+                 withhold: bool) -> None:
+        super().__init__(connection, row_factory)
+        self.name = name
+        self.scrollable = scrollable
+        self.withhold = withhold
+        self.itersize = 100
+        self._complete = True
+
+    def execute(self, query: Any, params: Any = None, *, binary: Any = None, **kwargs: Any) -> _ReplayedCursor:
+        if kwargs:
+            raise TypeError(f"keyword not supported: {next(iter(kwargs))}")
+        self._run(_request(query, params, CURSOR, self.connection.info.dbname))
+        return self
+
+    def executemany(self, query: Any, params_seq: Any, *, returning: bool = True) -> None:
+        raise psycopg.NotSupportedError("executemany not supported on server-side cursors")
+
+    def _selected(self) -> None:
+        super()._selected()
+        self._complete = self._sets[self._index].complete is not False
+
+    def _reach(self, count: int | None) -> None:
+        """Fail as a mismatch when the fetch needs rows the recording never fetched."""
+        if self._complete:
+            return
+        end = len(self._rows) + 1 if count is None else self._pos + count
+        if end > len(self._rows):
+            raise ReplayMismatchError(
+                f"psycopg server-side cursor {self.name!r}",
+                f"the recording fetched only {len(self._rows)} rows from it and not its end; this fetch needs "
+                f"{'all the rows' if count is None else f'rows up to {end}'}")
+
+    def fetchone(self) -> Any:
+        self._check()
+        self._reach(1)
+        return super().fetchone()
+
+    def fetchmany(self, size: int | None = 0) -> list[Any]:
+        self._check()
+        self._reach(size or self.arraysize)
+        return super().fetchmany(size)
+
+    def fetchall(self) -> list[Any]:
+        self._check()
+        self._reach(None)
+        return super().fetchall()
+
+    def scroll(self, value: int, mode: str = "relative") -> None:
+        """PostgreSQL reports no cursor out of bounds: a fetch there gives no rows (or is a mismatch)."""
+        self._check()
+        if mode not in ("relative", "absolute"):
+            raise ValueError(f"bad mode: {mode}. It should be 'relative' or 'absolute'")
+        self._pos = max(self._pos + value if mode == "relative" else value, 0)
+
+
 class _ReplayedInfo:
     """``connection.info`` of a replayed connection: what was recorded when the connection was opened."""
 
@@ -359,8 +522,18 @@ class _ReplayedConnection:
 
     @contextlib.contextmanager
     def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Iterator[Any]:
-        """No statements to replay: psycopg sends BEGIN / SAVEPOINT itself, not through a cursor."""
-        yield self
+        """No statements to replay (psycopg sends BEGIN / SAVEPOINT itself, not through a cursor), but the
+        transaction status moves as psycopg's does: an outer block begins and ends a transaction, a nested one
+        (a savepoint) leaves it open and recovers it from an error."""
+        self._check()
+        outer = self.info.transaction_status is TransactionStatus.IDLE
+        self.info.transaction_status = TransactionStatus.INTRANS
+        try:
+            yield self
+        except psycopg.Rollback:
+            pass  # psycopg swallows its own Rollback exception: the block is rolled back
+        finally:
+            self.info.transaction_status = TransactionStatus.IDLE if outer else TransactionStatus.INTRANS
 
     @contextlib.contextmanager
     def pipeline(self) -> Iterator[Any]:
@@ -371,6 +544,8 @@ class _ReplayedConnection:
     def cursor(self, name: str = "", *, row_factory: Any = None, binary: Any = None, scrollable: Any = None,
                withhold: bool = False) -> _ReplayedCursor:
         self._check()
+        if name:
+            return _ReplayedServerCursor(self, name, row_factory, scrollable, withhold)
         return _ReplayedCursor(self, row_factory)
 
     def execute(self, query: Any, params: Any = None, *, prepare: Any = None, binary: bool = False) -> _ReplayedCursor:
@@ -400,6 +575,135 @@ class _ReplayedConnection:
         raise psycopg.NotSupportedError("a replayed connection has no socket")
 
 
+class _ReplayedAsyncCursor:
+    """What a replayed ``AsyncConnection`` hands out: a replayed cursor (client- or server-side) whose I/O
+    methods are coroutines. Everything else (``description``, ``rowcount``, ``row_factory``, ...) is the
+    wrapped cursor's."""
+
+    __slots__ = ("_sync", "connection")
+
+    def __init__(self, connection: _ReplayedAsyncConnection, cursor: _ReplayedCursor) -> None:
+        object.__setattr__(self, "_sync", cursor)
+        object.__setattr__(self, "connection", connection)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sync, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._sync, name, value)
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _ReplayedAsyncCursor:
+        self._sync.execute(query, params, **kwargs)
+        return self
+
+    async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
+        self._sync.executemany(query, params_seq, **kwargs)
+
+    async def fetchone(self) -> Any:
+        return self._sync.fetchone()
+
+    async def fetchmany(self, size: int = 0) -> list[Any]:
+        rows: list[Any] = self._sync.fetchmany(size)
+        return rows
+
+    async def fetchall(self) -> list[Any]:
+        rows: list[Any] = self._sync.fetchall()
+        return rows
+
+    async def scroll(self, value: int, mode: str = "relative") -> None:
+        self._sync.scroll(value, mode)
+
+    async def set_result(self, index: int) -> _ReplayedAsyncCursor:
+        self._sync.set_result(index)
+        return self
+
+    async def results(self) -> AsyncIterator[_ReplayedAsyncCursor]:
+        for _ in self._sync.results():
+            yield self
+
+    def __aiter__(self) -> _ReplayedAsyncCursor:
+        return self
+
+    async def __anext__(self) -> Any:
+        row = self._sync.fetchone()
+        if row is None:
+            raise StopAsyncIteration
+        return row
+
+    async def close(self) -> None:
+        self._sync.close()
+
+    def _close(self) -> None:
+        self._sync.close()
+
+    async def __aenter__(self) -> _ReplayedAsyncCursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._sync.close()
+
+
+class _ReplayedAsyncConnection:
+    """What ``psycopg.AsyncConnection.connect`` returns in replay: the replayed connection, with coroutines."""
+
+    __slots__ = ("_sync",)
+
+    def __init__(self, connection: _ReplayedConnection) -> None:
+        object.__setattr__(self, "_sync", connection)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sync, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._sync, name, value)
+
+    def cursor(self, name: str = "", **kwargs: Any) -> _ReplayedAsyncCursor:
+        return _ReplayedAsyncCursor(self, self._sync.cursor(name, **kwargs))
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _ReplayedAsyncCursor:
+        return await self.cursor().execute(query, params)
+
+    async def commit(self) -> None:
+        self._sync.commit()
+
+    async def rollback(self) -> None:
+        self._sync.rollback()
+
+    async def close(self) -> None:
+        self._sync.close()
+
+    async def __aenter__(self) -> _ReplayedAsyncConnection:
+        return self
+
+    async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
+        self._sync.__exit__(exc_type, *exc)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, savepoint_name: str | None = None,
+                          force_rollback: bool = False) -> AsyncIterator[Any]:
+        with self._sync.transaction(savepoint_name, force_rollback):
+            yield self
+
+    @contextlib.asynccontextmanager
+    async def pipeline(self) -> AsyncIterator[Any]:
+        yield self
+
+    async def set_autocommit(self, value: bool) -> None:
+        self._sync.set_autocommit(value)
+
+    async def set_isolation_level(self, value: Any) -> None:
+        self._sync.set_isolation_level(value)
+
+    async def set_read_only(self, value: Any) -> None:
+        self._sync.set_read_only(value)
+
+    async def set_deferrable(self, value: Any) -> None:
+        self._sync.set_deferrable(value)
+
+    async def cancel_safe(self, *args: Any, **kwargs: Any) -> None:
+        """A replayed server runs nothing to cancel."""
+
+
 def _replayed_error(interaction: Interaction) -> BaseException:
     error = interaction.error
     assert error is not None
@@ -425,8 +729,15 @@ class PsycopgIntegration(Integration):
         return (
             Patch("psycopg", "connect", self._connect),
             Patch("psycopg", "Connection.connect", self._connect),
+            Patch("psycopg", "AsyncConnection.connect", self._connect_async),
             Patch("psycopg", "Cursor.execute", self._execute),
             Patch("psycopg", "Cursor.executemany", self._executemany),
+            Patch("psycopg", "AsyncCursor.execute", self._execute_async),
+            Patch("psycopg", "AsyncCursor.executemany", self._executemany_async),
+            # Server-side cursors (sync and async share these generators): DECLARE, FETCH and MOVE.
+            Patch(_SERVER_CURSOR, "ServerCursorMixin._declare_gen", self._declare),
+            Patch(_SERVER_CURSOR, "ServerCursorMixin._fetch_gen", self._fetch),
+            Patch(_SERVER_CURSOR, "ServerCursorMixin._scroll_gen", self._scroll),
             Patch("psycopg.types", "TypeInfo.fetch", self._type_info_fetch),
         )
 
@@ -441,6 +752,29 @@ class PsycopgIntegration(Integration):
             with live_call():
                 return wrapped(*args, **kwargs)
         connection = wrapped(*args, **kwargs)
+        self._record_connection(connection)
+        return connection
+
+    def _connect_async(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        """``AsyncConnection.connect``: the same as ``_connect``, as a coroutine."""
+        if not self.active or not is_instrumentation_enabled():
+            return wrapped(*args, **kwargs)
+        if self.runtime.replaying:
+            if sql_mocked(self):
+                return self._replayed_async_connection(args, kwargs)
+            return _live(wrapped, args, kwargs)
+        return self._record_async_connection(wrapped(*args, **kwargs))
+
+    async def _record_async_connection(self, connecting: Any) -> Any:
+        connection = await connecting
+        self._record_connection(connection)
+        return connection
+
+    async def _replayed_async_connection(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return _ReplayedAsyncConnection(self._replayed_connection(args, kwargs))
+
+    @staticmethod
+    def _record_connection(connection: Any) -> None:
         with connection_setup():
             recording = current_recording()
             if recording is not None:
@@ -450,7 +784,6 @@ class PsycopgIntegration(Integration):
                     call.succeeded(_connection_facts(connection))
                 except Exception:
                     logger.exception("timetracer: could not record a psycopg connection's parameters")
-        return connection
 
     @staticmethod
     def _replayed_connection(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _ReplayedConnection:
@@ -472,7 +805,7 @@ class PsycopgIntegration(Integration):
                 facts = from_json_value(getattr(response, "result", None)) or {}
         return _ReplayedConnection(params, facts, kwargs)
 
-    # -- execute ------------------------------------------------------------------------------------------------
+    # -- execute (client-side cursors) ----------------------------------------------------------------------------
 
     def _execute(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         return self._call(wrapped, instance, args, kwargs, None)
@@ -480,10 +813,20 @@ class PsycopgIntegration(Integration):
     def _executemany(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         return self._call(wrapped, instance, args, kwargs, "executemany")
 
-    def _call(self, wrapped: Any, instance: Any, args: Any, kwargs: Any, method: str | None) -> Any:
+    def _execute_async(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return self._call(wrapped, instance, args, kwargs, None, asynchronous=True)
+
+    def _executemany_async(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return self._call(wrapped, instance, args, kwargs, "executemany", asynchronous=True)
+
+    def _call(self, wrapped: Any, instance: Any, args: Any, kwargs: Any, method: str | None, *,
+              asynchronous: bool = False) -> Any:
+        """Record one execute; for an ``AsyncCursor`` (``asynchronous``) the same, around the coroutine."""
         if not self.active or not is_instrumentation_enabled():
             return wrapped(*args, **kwargs)
         if self.runtime.replaying:  # a real connection in replay is a live one
+            if asynchronous:
+                return _live(wrapped, args, kwargs)
             with live_call():
                 return wrapped(*args, **kwargs)
         recording = current_recording()
@@ -502,23 +845,59 @@ class PsycopgIntegration(Integration):
             logger.exception("timetracer: could not record a psycopg call")
             return wrapped(*args, **kwargs)
         recording.add_call(call)
+        if asynchronous:
+            return _recorded_async(call, instance, wrapped, args, kwargs)
         try:
             result = wrapped(*args, **kwargs)
         except Exception as exc:
             call.failed(exc)
             raise
-        try:
-            call.succeeded(result_value(_result_sets(instance)))
-        except Exception:
-            logger.exception("timetracer: could not record a psycopg result")
-            call.succeeded(None)
+        _succeeded(call, instance)
         return result
+
+    # -- server-side cursors ------------------------------------------------------------------------------------
+
+    def _declare(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        """``_declare_gen(query, params, binary)``: the named cursor's ``execute``, recorded as one interaction
+        (method ``cursor``) whose result grows with each fetch (see ``_fetch``)."""
+        _NAMED.pop(instance, None)
+        if not self.active or not is_instrumentation_enabled() or self.runtime.replaying:
+            return wrapped(*args, **kwargs)
+        recording = current_recording()
+        if recording is None:
+            return wrapped(*args, **kwargs)
+        query = args[0] if args else kwargs.get("query")
+        params = args[1] if len(args) > 1 else kwargs.get("params")
+        try:
+            call = SqlCall(LIBRARY, _request(query, params, CURSOR, instance.connection.info.dbname), _error_details)
+        except Exception:
+            logger.exception("timetracer: could not record a psycopg server-side cursor")
+            return wrapped(*args, **kwargs)
+        recording.add_call(call)
+        return _recorded_declare(call, instance, wrapped(*args, **kwargs))
+
+    def _fetch(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        named = _NAMED.get(instance) if self.active else None
+        if named is None:
+            return wrapped(*args, **kwargs)
+        size = args[0] if args else kwargs.get("num")
+        return named.fetching(instance, size, wrapped(*args, **kwargs))
+
+    def _scroll(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        named = _NAMED.get(instance) if self.active else None
+        if named is None:
+            return wrapped(*args, **kwargs)
+        value = args[0] if args else kwargs["value"]
+        mode = args[1] if len(args) > 1 else kwargs.get("mode", "relative")
+        return named.moving(value, mode, wrapped(*args, **kwargs))
 
     # -- type introspection on a replayed connection ----------------------------------------------------------
 
     def _type_info_fetch(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         """``TypeInfo.fetch`` accepts only a real connection; on a replayed one, run its query on our cursor."""
         conn = args[0] if args else kwargs.get("conn")
+        if isinstance(conn, _ReplayedAsyncConnection):
+            return _ready(self._type_info_fetch(wrapped, instance, (conn._sync, *args[1:]), kwargs))
         if not isinstance(conn, _ReplayedConnection):
             return wrapped(*args, **kwargs)
         cls = instance

@@ -10,15 +10,26 @@ Replay answers those calls from the cassette and never reaches ``get_connection`
 themselves and are patched so that they do not while replaying: the sync client with
 ``single_connection_client=True`` (in ``__init__``) and the asyncio client's ``initialize()`` (``await client`` /
 ``async with client``).
+
+Cluster clients (``redis.cluster.RedisCluster`` and its asyncio twin) are hooked one level up, at
+``RedisCluster.execute_command`` and ``ClusterPipeline.execute``: below them redis-py picks a node, follows MOVED /
+ASK and retries, none of which is the app's business, so a call is keyed as the standalone client's is, whichever
+node answered. The client's own traffic (discovery's ``CLUSTER SLOTS`` in ``NodesManager.initialize``, the
+``COMMAND`` table in ``CommandsParser.initialize``, ``COMMAND GETKEYS``, a pipeline's per-command retries) runs
+inside :func:`_cluster_internals` and is neither recorded nor replayed. Replaying, discovery is replaced by
+:func:`_stand_in_topology` and the ``COMMAND`` table left empty, so a cluster client opens no socket.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 from redis.exceptions import RedisError, ResponseError, WatchError
 
 from timetracer_otel.cassette.model import CallRequest, CallResponse, Interaction, RecordedError
@@ -43,6 +54,9 @@ _ERROR_TAG = "$error"
 _IMMUTABLE = (str, bytes, int, float, bool, type(None))
 #: What the pipeline does to its watch state after these commands (``Pipeline.parse_response``).
 _UNWATCH_COMMANDS = frozenset({"DISCARD", "EXEC", "UNWATCH"})
+#: Set while a cluster client's own machinery runs (discovery, a command or pipeline being routed to its nodes):
+#: the redis calls it makes below the app's call pass through unrecorded.
+_CLUSTER_INTERNALS: contextvars.ContextVar[bool] = contextvars.ContextVar("timetracer_redis_cluster", default=False)
 
 
 # -- the one definition of a call, for record and replay alike -------------------------------------------------
@@ -59,9 +73,10 @@ def command_call(args: Sequence[Any]) -> tuple[str, list[Any]]:
     return _command_name(args[0]), list(args[1:])
 
 
-def pipeline_call(stack: Sequence[tuple[Sequence[Any], Any]], transactional: bool) -> tuple[str, str, list[Any]]:
-    """A pipeline's queued commands as (method, operation, arguments): one ``[NAME, *args]`` list per command."""
-    arguments = [[_command_name(args[0]), *args[1:]] for args, _options in stack]
+def pipeline_call(stack: Sequence[Sequence[Any]], transactional: bool) -> tuple[str, str, list[Any]]:
+    """A pipeline's queued commands (each one's ``execute_command`` args) as (method, operation, arguments):
+    one ``[NAME, *args]`` list per command."""
+    arguments = [[_command_name(args[0]), *args[1:]] for args in stack]
     if transactional:
         return "transaction", "MULTI", arguments
     return "pipeline", "PIPELINE", arguments
@@ -210,18 +225,30 @@ def _replies(result: Any, request: CallRequest) -> Any:
     return replies
 
 
-def _replay_pipeline(pipeline: Any, transactional: bool, raise_on_error: bool) -> Any:
-    """The recorded replies of the pipeline's queued commands; raises as ``execute()`` would."""
-    stack = list(pipeline.command_stack)
+def _replay_pipeline(stack: Sequence[Sequence[Any]], transactional: bool,
+                     raise_first: Callable[[list[Any]], None] | None) -> Any:
+    """The recorded replies of a pipeline's queued commands; ``raise_first`` raises as ``execute()`` would."""
     method, operation, arguments = pipeline_call(stack, transactional)
     request = _request(operation, arguments, method)
     interaction = replay_call(request, KIND)
     if interaction.error is not None:
         raise _recorded_error(interaction, request)
     replies = _replies(_recorded_result(interaction), request)
-    if raise_on_error and isinstance(replies, list):
-        pipeline.raise_first_error(stack, replies)
+    if raise_first is not None and isinstance(replies, list):
+        raise_first(replies)
     return replies
+
+
+def _standalone_stack(pipeline: Any) -> list[Sequence[Any]]:
+    return [args for args, _options in pipeline.command_stack]
+
+
+def _standalone_raise_first(pipeline: Any, args: Sequence[Any], kwargs: dict[str, Any]
+                            ) -> Callable[[list[Any]], None] | None:
+    if not _raise_on_error(args, kwargs):
+        return None
+    stack = list(pipeline.command_stack)
+    return lambda replies: pipeline.raise_first_error(stack, replies)
 
 
 def _raise_on_error(args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
@@ -235,6 +262,75 @@ def _watch_state(pipeline: Any, args: Sequence[Any]) -> None:
         pipeline.watching = False
     elif name == "WATCH":
         pipeline.watching = True
+
+
+# -- cluster clients ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _cluster_internals() -> Iterator[None]:
+    """The cluster client's own redis traffic: unrecorded, and let through the network guard (a live plugin)."""
+    token = _CLUSTER_INTERNALS.set(True)
+    try:
+        with live_call():
+            yield
+    finally:
+        _CLUSTER_INTERNALS.reset(token)
+
+
+def _internal(wrapped: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with _cluster_internals():
+            return wrapped(*args, **kwargs)
+    return call
+
+
+def _async_internal(wrapped: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        with _cluster_internals():
+            return await wrapped(*args, **kwargs)
+    return call
+
+
+def _stand_in_topology(manager: Any) -> None:
+    """Replaying, the startup nodes stand in for the discovered cluster, the first owning every slot: redis-py's
+    routing before a seam (``mget_nonatomic`` picks a node per slot while queueing) works, and a node's connections
+    open lazily, which no replayed call does. Sync and asyncio ``NodesManager`` share these attributes."""
+    nodes = list(manager.startup_nodes.values())
+    for node in nodes:
+        node.server_type = "primary"
+    if hasattr(manager, "create_redis_connections"):  # sync: each node holds a (not yet connected) Redis client
+        manager.create_redis_connections(nodes)
+    manager.nodes_cache = {node.name: node for node in nodes}
+    manager.slots_cache = dict.fromkeys(range(REDIS_CLUSTER_HASH_SLOTS), nodes[:1])
+    manager.default_node = nodes[0] if nodes else None
+
+
+def _cluster_stack(pipeline: Any) -> list[Sequence[Any]]:
+    """A cluster pipeline's queued commands (its execution strategy holds them, sync and asyncio alike)."""
+    return [command.args for command in pipeline._execution_strategy._command_queue]
+
+
+def _cluster_transactional(pipeline: Any) -> bool:
+    return type(pipeline._execution_strategy).__name__ == "TransactionStrategy"
+
+
+def _cluster_raise_first(pipeline: Any, args: Sequence[Any], kwargs: dict[str, Any]
+                         ) -> Callable[[list[Any]], None] | None:
+    """Raise the first error reply with redis-py's ``Command # n (...) of pipeline caused error:`` prefix."""
+    if not _raise_on_error(args, kwargs):
+        return None
+    stack = _cluster_stack(pipeline)
+    strategy = pipeline._execution_strategy
+    annotate = getattr(strategy, "annotate_exception", None) or strategy._annotate_exception
+
+    def raise_first(replies: list[Any]) -> None:
+        for number, (reply, command) in enumerate(zip(replies, stack, strict=False), 1):
+            if isinstance(reply, Exception):
+                annotate(reply, number, command)
+                raise reply
+
+    return raise_first
 
 
 # -- the integration ----------------------------------------------------------------------------------------------
@@ -253,10 +349,18 @@ class RedisIntegration(Integration):
             Patch("redis.asyncio.client", "Redis.execute_command", self._async_execute_command),
             Patch("redis.asyncio.client", "Pipeline.execute", self._async_pipeline_execute),
             Patch("redis.asyncio.client", "Pipeline.immediate_execute_command", self._async_immediate),
+            Patch("redis.cluster", "NodesManager.initialize", self._discover),
+            Patch("redis._parsers.commands", "CommandsParser.initialize", self._command_table),
+            Patch("redis.cluster", "RedisCluster.execute_command", self._cluster_execute_command),
+            Patch("redis.cluster", "ClusterPipeline.execute", self._cluster_pipeline_execute),
+            Patch("redis.asyncio.cluster", "NodesManager.initialize", self._async_discover),
+            Patch("redis._parsers.commands", "AsyncCommandsParser.initialize", self._async_command_table),
+            Patch("redis.asyncio.cluster", "RedisCluster.execute_command", self._async_cluster_execute_command),
+            Patch("redis.asyncio.cluster", "ClusterPipeline.execute", self._async_cluster_pipeline_execute),
         )
 
     def _passes_through(self) -> bool:
-        return not self.active or not is_instrumentation_enabled()
+        return not self.active or not is_instrumentation_enabled() or _CLUSTER_INTERNALS.get()
 
     # -- connecting constructors -------------------------------------------------------------------------------
 
@@ -345,21 +449,11 @@ class RedisIntegration(Integration):
             try:
                 if instance.scripts:
                     instance.load_scripts()  # its SCRIPT EXISTS / LOAD are immediate commands: replayed too
-                return _replay_pipeline(instance, transactional, _raise_on_error(args, kwargs))
+                return _replay_pipeline(_standalone_stack(instance), transactional,
+                                        _standalone_raise_first(instance, args, kwargs))
             finally:
                 instance.reset()
-        recording = current_recording()
-        if recording is None:
-            with live_call():
-                return wrapped(*args, **kwargs)
-        call = self._begin_pipeline(recording, instance, transactional)
-        try:
-            replies = wrapped(*args, **kwargs)
-        except Exception as exc:
-            _failed(call, exc)
-            raise
-        _succeeded(call, replies, pipeline=True)
-        return replies
+        return self._record_pipeline(wrapped, args, kwargs, _standalone_stack(instance), transactional)
 
     async def _async_pipeline_execute(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if self._passes_through() or (not instance.command_stack and not instance.watching):
@@ -369,14 +463,34 @@ class RedisIntegration(Integration):
             try:
                 if instance.scripts:
                     await instance.load_scripts()
-                return _replay_pipeline(instance, transactional, _raise_on_error(args, kwargs))
+                return _replay_pipeline(_standalone_stack(instance), transactional,
+                                        _standalone_raise_first(instance, args, kwargs))
             finally:
                 await instance.reset()
+        return await self._async_record_pipeline(wrapped, args, kwargs, _standalone_stack(instance), transactional)
+
+    def _record_pipeline(self, wrapped: Any, args: Any, kwargs: Any, stack: list[Sequence[Any]],
+                         transactional: bool) -> Any:
+        recording = current_recording()
+        if recording is None:
+            with live_call():
+                return wrapped(*args, **kwargs)
+        call = self._begin_pipeline(recording, stack, transactional)
+        try:
+            replies = wrapped(*args, **kwargs)
+        except Exception as exc:
+            _failed(call, exc)
+            raise
+        _succeeded(call, replies, pipeline=True)
+        return replies
+
+    async def _async_record_pipeline(self, wrapped: Any, args: Any, kwargs: Any, stack: list[Sequence[Any]],
+                                     transactional: bool) -> Any:
         recording = current_recording()
         if recording is None:
             with live_call():
                 return await wrapped(*args, **kwargs)
-        call = self._begin_pipeline(recording, instance, transactional)
+        call = self._begin_pipeline(recording, stack, transactional)
         try:
             replies = await wrapped(*args, **kwargs)
         except Exception as exc:
@@ -384,6 +498,75 @@ class RedisIntegration(Integration):
             raise
         _succeeded(call, replies, pipeline=True)
         return replies
+
+    # -- cluster clients: sync and async twins -----------------------------------------------------------------
+
+    def _discover(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        """Cluster discovery (``CLUSTER SLOTS`` to the startup nodes: the sync client's ``__init__``, the asyncio
+        client's ``initialize()``, and after MOVED): a stand-in topology when replaying."""
+        if self._passes_through():
+            return wrapped(*args, **kwargs)
+        if self.mocked:
+            return _stand_in_topology(instance)
+        return _internal(wrapped)(*args, **kwargs)
+
+    async def _async_discover(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if self._passes_through():
+            return await wrapped(*args, **kwargs)
+        if self.mocked:
+            return _stand_in_topology(instance)
+        return await _async_internal(wrapped)(*args, **kwargs)
+
+    def _command_table(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        """The ``COMMAND`` table a cluster client fetches to find a command's keys: left empty when replaying."""
+        if self._passes_through():
+            return wrapped(*args, **kwargs)
+        if self.mocked:
+            instance.commands = {}
+            return None
+        return _internal(wrapped)(*args, **kwargs)
+
+    async def _async_command_table(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if self._passes_through():
+            return await wrapped(*args, **kwargs)
+        if self.mocked:
+            instance.commands = {}
+            return None
+        return await _async_internal(wrapped)(*args, **kwargs)
+
+    def _cluster_execute_command(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        """A command as the app sent it; ``target_nodes`` and the node that answered are not part of its key."""
+        if self._passes_through():
+            return wrapped(*args, **kwargs)
+        return self._execute_command(_internal(wrapped), instance, args, kwargs)
+
+    async def _async_cluster_execute_command(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if self._passes_through():
+            return await wrapped(*args, **kwargs)
+        return await self._async_execute_command(_async_internal(wrapped), instance, args, kwargs)
+
+    def _cluster_pipeline_execute(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if self._passes_through() or not (stack := _cluster_stack(instance)):
+            return wrapped(*args, **kwargs)  # nothing queued: execute() returns [] without a connection
+        if self.mocked:
+            try:
+                return _replay_pipeline(stack, _cluster_transactional(instance),
+                                        _cluster_raise_first(instance, args, kwargs))
+            finally:
+                instance.reset()
+        return self._record_pipeline(_internal(wrapped), args, kwargs, stack, _cluster_transactional(instance))
+
+    async def _async_cluster_pipeline_execute(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if self._passes_through() or not (stack := _cluster_stack(instance)):
+            return await wrapped(*args, **kwargs)  # nothing queued: execute() returns [] without a connection
+        if self.mocked:
+            try:
+                return _replay_pipeline(stack, _cluster_transactional(instance),
+                                        _cluster_raise_first(instance, args, kwargs))
+            finally:
+                await instance.reset()
+        return await self._async_record_pipeline(_async_internal(wrapped), args, kwargs, stack,
+                                                 _cluster_transactional(instance))
 
     # -- record helpers ----------------------------------------------------------------------------------------
 
@@ -397,9 +580,10 @@ class RedisIntegration(Integration):
         return _begin(recording, operation, arguments)
 
     @staticmethod
-    def _begin_pipeline(recording: RequestRecording, pipeline: Any, transactional: bool) -> _RedisCall | None:
+    def _begin_pipeline(recording: RequestRecording, stack: list[Sequence[Any]], transactional: bool
+                        ) -> _RedisCall | None:
         try:
-            method, operation, arguments = pipeline_call(pipeline.command_stack, transactional)
+            method, operation, arguments = pipeline_call(stack, transactional)
         except Exception:
             logger.warning("timetracer: could not record a redis pipeline", exc_info=True)
             return None

@@ -111,23 +111,41 @@ class CapturedHttpResponse(msgspec.Struct, array_like=True, frozen=True, gc=Fals
         )
 
 
+#: How a captured call's ``arguments`` or ``result`` is held: ``JSON`` a JSON value already, ``BSON`` a BSON
+#: document's bytes, made canonical extended JSON where the cassette is assembled (off the app's process).
+JSON = ""
+BSON = "bson"
+
+
+def _json_value(value: Any, encoding: str) -> Any:
+    if encoding == JSON:
+        return value
+    if encoding == BSON:
+        from timetracer_otel.cassette.extended_json import bson_to_extended_json
+
+        return bson_to_extended_json(value)
+    raise ValueError(f"unknown captured value encoding {encoding!r}")
+
+
 class CapturedCallRequest(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="c"):
-    """A database or cache call; ``arguments`` already a JSON value (see :class:`CallRequest`)."""
+    """A database or cache call; ``arguments`` a JSON value, or as ``encoding`` says (see :class:`CallRequest`)."""
 
     operation: str
     method: str | None
     target: str | None
     arguments: Any
+    encoding: str = JSON
 
     def to_model(self) -> CallRequest:
-        return CallRequest(self.operation, self.method, self.target, self.arguments)
+        return CallRequest(self.operation, self.method, self.target, _json_value(self.arguments, self.encoding))
 
 
 class CapturedCallResponse(msgspec.Struct, array_like=True, frozen=True, gc=False, tag="c"):
     result: Any
+    encoding: str = JSON
 
     def to_model(self) -> CallResponse:
-        return CallResponse(self.result)
+        return CallResponse(_json_value(self.result, self.encoding))
 
 
 class CapturedCall(msgspec.Struct, array_like=True, frozen=True, gc=False):
