@@ -40,7 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from record_overhead import APPS, PLAIN_OTEL, clean_env, start_upstream, stop  # noqa: E402
+from record_overhead import APPS, PLAIN_OTEL, clean_env, seed_fullstack, start_upstream, stop  # noqa: E402
 
 #: name -> (label, under opentelemetry-instrument, timetracer mode, variant)
 CONFIGS: dict[str, tuple[str, bool, str | None, str | None]] = {
@@ -50,8 +50,10 @@ CONFIGS: dict[str, tuple[str, bool, str | None, str | None]] = {
     "c-pathonly": ("c': request path only", True, "record", "pathonly"),
     "c-capture": ("c'': request path + capture", True, "record", "captureonly"),
     "c-encode": ("c''': path + capture + MessagePack", True, "record", "encodeonly"),
+    "c-nodata": ("c: without capturing SQL, Redis, MongoDB", True, "record", "nodata"),
+    "c-notrack": ("c: without span tracking", True, "record", "notrack"),
 }
-PATHS = {"outbound": ("/outbound", "id=7"), "empty": ("/empty", "")}
+PATHS = {"outbound": ("/outbound", "id=7"), "empty": ("/empty", ""), "fullstack": ("/fullstack", "id=7")}
 
 
 # -- child: drive the app in-process ------------------------------------------------------------------------
@@ -197,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    if "fullstack" in endpoints:
+        seed_fullstack()
     upstream, port = start_upstream(None)
     try:
         with tempfile.TemporaryDirectory(prefix="tt-record-cpu-") as tmp:
@@ -204,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 shift = (round_number - 1) % len(configs)
                 for config in configs[shift:] + configs[:shift]:
                     for endpoint in endpoints:
-                        requests = args.requests or (2000 if endpoint == "outbound" else 6000)
+                        requests = args.requests or {"outbound": 2000, "fullstack": 600}.get(endpoint, 6000)
                         if args.quick:
                             requests //= 4
                         run_args = argparse.Namespace(**{**vars(args), "requests": requests})

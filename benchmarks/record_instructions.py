@@ -50,10 +50,12 @@ sys.path.insert(0, str(HERE))
 
 from record_cpu import CONFIGS  # noqa: E402
 from record_overhead import (  # noqa: E402
+    ENDPOINTS,
     LoadGenerator,
     bench_app,
     clean_env,
     free_port,
+    seed_fullstack,
     stop,
     uvicorn_args,
     wait_for_port,
@@ -127,7 +129,7 @@ def count(config: str, requests: int, args: argparse.Namespace, upstream: int, o
         str(HERE / "record_cpu.py"),
         "--child",
         "--endpoint",
-        "outbound",
+        args.endpoint,
         "--requests",
         str(requests),
         "--warmup",
@@ -158,7 +160,7 @@ def count_server(config: str, seconds: float, args: argparse.Namespace, upstream
     )
     try:
         wait_for_port(port, process, timeout=600)  # imports under valgrind take a minute or more
-        result = LoadGenerator("python", 4, None).run(f"http://127.0.0.1:{port}/outbound?id=7", seconds)
+        result = LoadGenerator("python", 4, None).run(f"http://127.0.0.1:{port}{ENDPOINTS[args.endpoint]}", seconds)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(600)
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", action="store_true", help="count a real uvicorn server, loaded over HTTP")
     parser.add_argument("--short-seconds", type=float, default=60.0, help="with --server: the short run's load")
     parser.add_argument("--long-seconds", type=float, default=240.0, help="with --server: the long run's load")
+    parser.add_argument("--endpoint", choices=tuple(ENDPOINTS), default="outbound")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     if not shutil.which("valgrind"):
@@ -195,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         flush=True,
     )
+    if args.endpoint == "fullstack":
+        seed_fullstack()
     upstream, port = start_upstream()
     started = time.monotonic()
     try:
@@ -216,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         per_request[config] = {part: (long[part] - short[part]) / span for part in ("app", "writer")}
     base = per_request.get("b", {}).get("app")
     where = "a uvicorn server" if args.server else "the in-process driver"
-    print(f"\n### `GET /outbound`, {where}: instructions per request ({time.monotonic() - started:.0f} s)\n")
+    print(f"\n### `GET {ENDPOINTS[args.endpoint]}`, {where}: instructions per request "
+          f"({time.monotonic() - started:.0f} s)\n")
     print("| config | app process | vs plain OTel (b) | writer process | app + writer vs b |")
     print("|---|---:|---:|---:|---:|")
     for config in configs:

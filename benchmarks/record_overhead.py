@@ -78,6 +78,10 @@ CONFIGS: dict[str, tuple[str, bool, str | None, str | None]] = {
     "c-encode": ("c''': record, path + capture + MessagePack (nothing sent)", True, "record", "encodeonly"),
     "c-notrack": ("c: record without span tracking", True, "record", "notrack"),
     "c-nohttpx": ("c: record without capturing httpx calls", True, "record", "nohttpx"),
+    "c-nodata": ("c: record without capturing SQL, Redis and MongoDB calls", True, "record", "nodata"),
+    "c-nosql": ("c: record without capturing SQL calls", True, "record", "nosql"),
+    "c-noredis": ("c: record without capturing Redis calls", True, "record", "noredis"),
+    "c-nomongo": ("c: record without capturing MongoDB calls", True, "record", "nomongo"),
 }
 ENDPOINTS = {"outbound": "/outbound?id=7", "empty": "/empty", "fullstack": "/fullstack?id=7"}
 #: Outbound calls a good cassette of each endpoint holds (/fullstack: 1 HTTP, BEGIN + 3 SQL + ROLLBACK, 2 Redis,

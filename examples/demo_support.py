@@ -42,3 +42,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM, as a container stop sends: the recorder writes what it holds before the server exits."""
     process.send_signal(signal.SIGTERM)
     process.wait(20)
+
+
+def report(requests: list[tuple[str, str, object]], recorded: list[tuple[int, bytes]],
+           replayed: list[tuple[int, bytes]], workdir: Path, without: str) -> int:
+    """Print each replayed answer next to the recorded one; exit status 0 when every one is byte-identical."""
+    for (method, path, _), before, after in zip(requests, recorded, replayed, strict=True):
+        verdict = "identical" if before == after else f"DIFFERENT: {before!r} != {after!r}"
+        print(f"   {method} {path}: {after[0]} {after[1].decode()[:70]} - {verdict}")
+    if recorded != replayed:
+        print("4. replay differed from the recording (logs in", workdir, ")")
+        return 1
+    print(f"4. every replayed response is byte-identical to the recording, with {without}")
+    return 0

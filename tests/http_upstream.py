@@ -300,3 +300,13 @@ def replaying(cassette_path: Path, **settings: object) -> Iterator[ReplaySession
             otel_context.detach(token)  # type: ignore[arg-type]
     finally:
         uninstall()
+
+
+def assert_only_in_the_session_cassette(directory: Path, url: str) -> None:
+    """The one call recorded below ``directory`` went to the session cassette (no request cassette exists)."""
+    assert not list(iter_cassette_files(directory))
+    (session_file,) = iter_cassette_files(directory, sessions=True)
+    session = load_cassette(session_file)
+    assert session.request is None and session.metadata.scope == "session"
+    (interaction,) = session.interactions
+    assert interaction.request.url == url  # type: ignore[union-attr]

@@ -26,12 +26,12 @@ from tests.http_upstream import (
     GZIP_DOCUMENT,
     STREAM_CHUNKS,
     Upstream,
+    assert_only_in_the_session_cassette,
     closed_port,
     recording,
     replaying,
     running_upstream,
 )
-from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
 from timetracer_otel.errors import ReplayMismatchError
 from timetracer_otel.runtime import install, installed, uninstall
 from timetracer_otel.settings import Mode, Settings
@@ -343,12 +343,7 @@ async def test_calls_outside_a_request_pass_through_into_the_session_cassette(or
             assert await response.read() == BINARY
     finally:
         uninstall()
-    assert not list(iter_cassette_files(tmp_path))  # no request cassette
-    (session_file,) = iter_cassette_files(tmp_path, sessions=True)
-    session = load_cassette(session_file)
-    assert session.request is None and session.metadata.scope == "session"
-    (interaction,) = session.interactions
-    assert interaction.request.url == f"{origin}/binary"  # type: ignore[union-attr]
+    assert_only_in_the_session_cassette(tmp_path, f"{origin}/binary")
 
 
 def test_uninstall_removes_the_patch(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
-import os
 import re
 import textwrap
 import uuid
@@ -19,11 +18,10 @@ import pytest
 
 from tests.http_upstream import closed_port, recording, replaying
 from tests.servers import Server
+from tests.services import POSTGRES_DSN as DSN
 from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
 from timetracer_otel.errors import ReplayMismatchError
 from timetracer_otel.integrations.registry import OUTBOUND
-
-DSN = os.environ.get("TIMETRACER_TEST_POSTGRES_DSN", "postgresql://root@127.0.0.1:5432/test")
 
 Work = Callable[[asyncpg.Connection], Awaitable[Any]]
 

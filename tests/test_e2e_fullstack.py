@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_asyncpg_integration import DSN
-from tests.test_mongo_integration import MONGO_URI
-from tests.test_redis_integration import REDIS_URL
+from tests.services import MONGO_URI, POSTGRES_DSN, REDIS_URL
 from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
 from timetracer_otel.cassette.model import CallRequest, HttpRequest
 
@@ -25,7 +23,7 @@ DEMO = ROOT / "examples" / "fullstack" / "demo.py"
 def test_every_kind_of_call_records_into_one_cassette_and_replays_byte_identical(tmp_path: Path) -> None:
     env = {
         **os.environ,
-        "DATABASE_URL": DSN.replace("postgresql://", "postgresql+asyncpg://"),
+        "DATABASE_URL": POSTGRES_DSN.replace("postgresql://", "postgresql+asyncpg://"),
         "REDIS_URL": REDIS_URL,
         "MONGO_URI": MONGO_URI,
     }

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import inspect
-import os
 import socket
 import time
 import uuid
@@ -24,9 +23,9 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.write_concern import WriteConcern
 
 from tests.http_upstream import recording, replaying
+from tests.services import MONGO_URI
 from timetracer_otel.errors import ReplayMismatchError
 
-MONGO_URI = os.environ.get("TIMETRACER_TEST_MONGO_URI", "mongodb://127.0.0.1:27017/?directConnection=true")
 #: High on purpose: replay must not wait for server selection (it never reaches this timeout).
 SLOW_SELECTION = {"serverSelectionTimeoutMS": 30000}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -20,10 +19,9 @@ from psycopg.rows import dict_row, namedtuple_row
 from psycopg.types.json import Jsonb
 
 from tests.http_upstream import closed_port, recording, replaying
+from tests.services import POSTGRES_DSN as DSN
 from timetracer_otel.errors import ReplayMismatchError
 from timetracer_otel.integrations.registry import OUTBOUND
-
-DSN = os.environ.get("TIMETRACER_TEST_POSTGRES_DSN", "postgresql://root@127.0.0.1:5432/test")
 
 
 def closed_dsn() -> str:

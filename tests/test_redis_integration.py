@@ -4,7 +4,6 @@ port (so any connection attempt would fail), and the app-visible values compared
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError, WatchError
 
 from tests.http_upstream import closed_port, recording, replaying
+from tests.services import REDIS_URL
 from timetracer_otel import recorder_stats
 from timetracer_otel.cassette.model import CallRequest, CallResponse
 from timetracer_otel.errors import ReplayMismatchError
 from timetracer_otel.integrations.registry import OUTBOUND
-
-REDIS_URL = os.environ.get("TIMETRACER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
-import os
 import re
 import sys
 import types
@@ -26,10 +25,10 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from tests.http_upstream import closed_port, recording, replaying
+from tests.services import POSTGRES_DSN as DSN
 from timetracer_otel.errors import ReplayMismatchError
 from timetracer_otel.integrations.registry import OUTBOUND
 
-DSN = os.environ.get("TIMETRACER_TEST_POSTGRES_DSN", "postgresql://root@127.0.0.1:5432/test")
 #: Tortoise's asyncpg backend is chosen by the ``postgres://`` scheme.
 POSTGRES_URL = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgres://", DSN)
 

@@ -36,17 +36,24 @@ client = httpx.AsyncClient(base_url=UPSTREAM, timeout=10.0)
 # Created here, connected on first use (by /fullstack only).
 engine = create_async_engine(DATABASE_URL, pool_size=20)
 cache = redis.from_url(REDIS_URL, max_connections=64)
-#: Made in the lifespan: PyMongo's async client belongs to the event loop it is created in.
+#: Made on first use (PyMongo's async client belongs to the event loop it is created in; the in-process driver
+#: of record_cpu.py runs no lifespan).
 clients: dict[str, AsyncMongoClient[dict[str, object]]] = {}
+
+
+def mongo() -> AsyncMongoClient[dict[str, object]]:
+    if "mongo" not in clients:
+        clients["mongo"] = AsyncMongoClient(MONGO_URI, maxPoolSize=64)
+    return clients["mongo"]
 
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    clients["mongo"] = AsyncMongoClient(MONGO_URI, maxPoolSize=64)
     yield
     await client.aclose()
     await cache.aclose()
-    await clients["mongo"].close()
+    if "mongo" in clients:
+        await clients["mongo"].close()
     await engine.dispose()
 
 
@@ -82,7 +89,7 @@ async def fullstack(id: int = 1) -> dict[str, object]:
         )
     views = await cache.incr(f"bench:views:{id}")
     badge = await cache.get(f"bench:badge:{id}")
-    review = await clients["mongo"]["bench"]["reviews"].find_one({"product": id}, {"_id": 0})
+    review = await mongo()["bench"]["reviews"].find_one({"product": id}, {"_id": 0})
     answer = await client.get("/item", params={"id": id})
     answer.raise_for_status()
     document = answer.json()

@@ -11,6 +11,8 @@ Nothing here changes timetracer's files. ``BENCH_VARIANT`` selects:
 * ``notrack``: the span processor does nothing (recordings settle when the app answers; cassettes carry no span
   tree): what span tracking costs.
 * ``nohttpx``: httpx calls pass straight through, not captured: what capturing an outbound call costs.
+* ``nosql``, ``noredis``, ``nomongo``, ``nodata``: asyncpg, Redis, MongoDB, or all three, see no recording
+  (their calls pass through uncaptured): what capturing ``/fullstack``'s database and cache calls costs.
 
 Run under ``opentelemetry-instrument`` with ``TIMETRACER_MODE=record`` (the runtime is installed before this
 module is imported, so patching the class reaches the live recorder).
@@ -23,6 +25,9 @@ from typing import Any
 
 from bench_app import app
 
+from timetracer_otel.integrations import asyncpg as asyncpg_module
+from timetracer_otel.integrations import mongo as mongo_module
+from timetracer_otel.integrations import redis as redis_module
 from timetracer_otel.integrations.httpx import HttpxIntegration
 from timetracer_otel.record import recorder as recorder_module
 from timetracer_otel.record.captured import encode_captured
@@ -83,3 +88,14 @@ async def _pass_through(self: HttpxIntegration, wrapped: Any, instance: Any, arg
 
 if "nohttpx" in os.environ.get("BENCH_VARIANT", ""):
     HttpxIntegration._handle_async_request = _pass_through  # type: ignore[method-assign]
+
+
+def _no_recording() -> None:
+    return None
+
+
+# The data integrations look current_recording up in their module when a call starts.
+_VARIANT = os.environ.get("BENCH_VARIANT", "")
+for _name, _module in (("nosql", asyncpg_module), ("noredis", redis_module), ("nomongo", mongo_module)):
+    if _name in _VARIANT or "nodata" in _VARIANT:
+        _module.current_recording = _no_recording  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from demo_support import BIN, free_port, start, stop  # noqa: E402
+from demo_support import BIN, free_port, report, start, stop  # noqa: E402
 
 REQUESTS = [
     ("POST", "/checkout", {"item": 3}),
@@ -62,15 +62,7 @@ def main() -> int:
     replayed = exchange(app_port)
     stop(app)
 
-    for (method, path, _), before, after in zip(REQUESTS, recorded, replayed, strict=True):
-        verdict = "identical" if before == after else f"DIFFERENT: {before!r} != {after!r}"
-        print(f"   {method} {path}: {after[0]} {after[1].decode()[:60]} - {verdict}")
-    if recorded != replayed:
-        print("4. replay differed from the recording (logs in", workdir, ")")
-        return 1
-    print("4. every replayed response is byte-identical to the recording, with no upstream running")
-    return 0
-
+    return report(REQUESTS, recorded, replayed, workdir, "no upstream running")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,7 +25,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from demo_support import BIN, free_port, start, stop  # noqa: E402
+from demo_support import BIN, free_port, report, start, stop  # noqa: E402
 
 REQUESTS = [
     ("GET", "/products/1", None),
@@ -121,15 +121,7 @@ def main() -> int:
     replayed = exchange(app_port)
     stop(app)
 
-    for (method, path, _), before, after in zip(REQUESTS, recorded, replayed, strict=True):
-        verdict = "identical" if before == after else f"DIFFERENT: {before!r} != {after!r}"
-        print(f"   {method} {path}: {after[0]} {after[1].decode()[:70]} - {verdict}")
-    if recorded != replayed:
-        print("4. replay differed from the recording (logs in", workdir, ")")
-        return 1
-    print("4. every replayed response is byte-identical to the recording, with no server reachable")
-    return 0
-
+    return report(REQUESTS, recorded, replayed, workdir, "no server reachable")
 
 if __name__ == "__main__":
     sys.exit(main())
