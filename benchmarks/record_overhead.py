@@ -15,8 +15,10 @@ its own uninstrumented uvicorn subprocess):
   installed but ``TIMETRACER_MODE`` is unset, so its hooks do nothing)
 * ``c`` record: the same as ``b`` plus ``TIMETRACER_MODE=record TIMETRACER_DIR=<fresh temp dir>``
 
-Every endpoint (``/outbound``: one httpx call to the upstream with a ~1 KB JSON answer; ``/empty``: ``{}``) is
-loaded at a fixed concurrency, after a warm-up, for ``--seconds``. Configurations are interleaved over
+Every endpoint (``/outbound``: one httpx call to the upstream with a ~1 KB JSON answer; ``/empty``: ``{}``;
+``/fullstack``, only when named in ``--endpoints``: the httpx call plus 3 SQL queries on PostgreSQL, 2 Redis commands
+and 1 MongoDB ``find_one``, against data this script seeds; see ``apps/bench_app.py``) is loaded at a fixed
+concurrency, after a warm-up, for ``--seconds``. Configurations are interleaved over
 ``--rounds`` rounds, their order rotated each round, and medians are reported, so slow drifts of a noisy
 machine hit every configuration alike. Ratios are the median of the per-round ratios.
 
