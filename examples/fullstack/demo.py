@@ -1,11 +1,16 @@
 """Record the full-stack example against real PostgreSQL, Redis, MongoDB and an HTTP upstream, then replay it with
 every one of them unreachable, and compare every response.
 
-    python examples/fullstack/demo.py [--workdir DIR]
+    python examples/fullstack/demo.py [--workdir DIR] [--live-redis]
 
 Needs the servers the app uses (defaults: PostgreSQL 127.0.0.1:5432 database ``test``, Redis 127.0.0.1:6379, a
 MongoDB wire server at 127.0.0.1:27017; override with DATABASE_URL, REDIS_URL, MONGO_URI). Everything listens on
 127.0.0.1. Exit status 0 means every replayed response was byte-identical.
+
+With ``--live-redis`` the replay is hybrid (``TIMETRACER_LIVE_PLUGINS=redis``): SQL, MongoDB and HTTP are answered
+from the cassettes while Redis is the real server, where the demo's keys are gone by then (so views count from 1
+again and there is no badge). Both runs' answers are written to ``recorded.json`` and ``replayed.json`` in the work
+directory.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import secrets
 import shutil
@@ -83,7 +89,9 @@ def clean_up(env: dict[str, str], prefix: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(".demo-fullstack"))
-    workdir: Path = parser.parse_args().workdir.resolve()
+    parser.add_argument("--live-redis", action="store_true", help="replay with Redis live (hybrid replay)")
+    args = parser.parse_args()
+    workdir: Path = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     cassettes = workdir / "cassettes"
     workdir.mkdir(parents=True)
@@ -115,12 +123,22 @@ def main() -> int:
         "REDIS_URL": f"redis://127.0.0.1:{nowhere}/0",
         "MONGO_URI": f"mongodb://127.0.0.1:{nowhere}/?directConnection=true",
     }
-    print(f"3. replaying with PostgreSQL, Redis, MongoDB and the upstream unreachable (127.0.0.1:{nowhere})")
     replay_env = {**common, **unreachable, "TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(cassettes)}
+    if args.live_redis:
+        replay_env.update(REDIS_URL=servers["REDIS_URL"], TIMETRACER_LIVE_PLUGINS="redis")
+        print("3. replaying with Redis live and PostgreSQL, MongoDB and the upstream unreachable")
+    else:
+        print(f"3. replaying with PostgreSQL, Redis, MongoDB and the upstream unreachable (127.0.0.1:{nowhere})")
     app = start("app:app", app_port, replay_env, workdir / "replay.log", cwd=HERE, instrument=True)
     replayed = exchange(app_port)
     stop(app)
-
+    for name, answers in (("recorded", recorded), ("replayed", replayed)):
+        (workdir / f"{name}.json").write_text(json.dumps([[status, body.decode()] for status, body in answers]))
+    if args.live_redis:
+        for (method, path, _), (status, body) in zip(REQUESTS, replayed, strict=True):
+            print(f"   {method} {path}: {status} {body.decode()[:100]}")
+        clean_up(servers, prefix)  # what live Redis wrote
+        return 0
     return report(REQUESTS, recorded, replayed, workdir, "no server reachable")
 
 if __name__ == "__main__":
