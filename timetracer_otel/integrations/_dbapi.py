@@ -22,7 +22,8 @@ from timetracer_otel.integrations._sql import SQL
 from timetracer_otel.record.recording import DataCall
 from timetracer_otel.replay.session import replay_call
 
-__all__ = ["ReplayedCursor", "ResultSet", "SqlCall", "SqlRequest", "copy_parameters", "replay_sql", "result_value"]
+__all__ = ["BufferedRows", "ReplayedCursor", "ResultSet", "SqlCall", "SqlRequest", "copy_parameters", "replay_sql",
+           "result_value"]
 
 logger = logging.getLogger("timetracer")
 
@@ -131,7 +132,46 @@ def recorded_sets(interaction: Interaction) -> list[ResultSet]:
     return _sets_of(result)
 
 
-class ReplayedCursor:
+class BufferedRows:
+    """The DB-API fetch and iteration protocol over rows already in hand: ``_rows`` served from ``_pos`` on, each
+    built by ``_make_row``. A cursor's ``fetch*`` decide when there are no such rows, then take them from here."""
+
+    _rows: list[tuple[Any, ...]]
+    _pos: int
+
+    def _make_row(self, values: tuple[Any, ...]) -> Any:
+        return values
+
+    def _next_row(self) -> Any:
+        if self._pos >= len(self._rows):
+            return None
+        self._pos += 1
+        return self._make_row(self._rows[self._pos - 1])
+
+    def _next_rows(self, size: int) -> list[Any]:
+        chosen = self._rows[self._pos:self._pos + size]
+        self._pos += len(chosen)
+        return [self._make_row(row) for row in chosen]
+
+    def _other_rows(self) -> list[Any]:
+        chosen = self._rows[self._pos:]
+        self._pos = len(self._rows)
+        return [self._make_row(row) for row in chosen]
+
+    def fetchone(self) -> Any:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
+
+
+class ReplayedCursor(BufferedRows):
     """A DB-API cursor answering from a recorded result. Drivers subclass it: ``execute``, row factories and
     what fetching without a result does differ between them."""
 
@@ -147,10 +187,7 @@ class ReplayedCursor:
         self.lastrowid: Any = None
         self.closed = False
 
-    # -- driver hooks ---------------------------------------------------------------------------------------
-
-    def _make_row(self, values: tuple[Any, ...]) -> Any:
-        return values
+    # -- driver hooks (and ``_make_row``) ---------------------------------------------------------------------
 
     def _no_result(self) -> list[Any]:
         """Fetching when the current statement returned no rows: sqlite3 gives nothing, psycopg raises."""
@@ -194,34 +231,17 @@ class ReplayedCursor:
     def fetchone(self) -> Any:
         if self._current is None or self._current.description is None:
             return self._no_result() or None
-        if self._pos >= len(self._rows):
-            return None
-        self._pos += 1
-        return self._make_row(self._rows[self._pos - 1])
+        return self._next_row()
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
         if self._current is None or self._current.description is None:
             return self._no_result()
-        size = size or self.arraysize
-        chosen = self._rows[self._pos:self._pos + size]
-        self._pos += len(chosen)
-        return [self._make_row(row) for row in chosen]
+        return self._next_rows(size or self.arraysize)
 
     def fetchall(self) -> list[Any]:
         if self._current is None or self._current.description is None:
             return self._no_result()
-        chosen = self._rows[self._pos:]
-        self._pos = len(self._rows)
-        return [self._make_row(row) for row in chosen]
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        row = self.fetchone()
-        if row is None:
-            raise StopIteration
-        return row
+        return self._other_rows()
 
     def close(self) -> None:
         self.closed = True

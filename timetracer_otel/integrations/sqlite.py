@@ -30,6 +30,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from timetracer_otel.cassette.model import Interaction
 from timetracer_otel.integrations._base import Integration, Patch
 from timetracer_otel.integrations._dbapi import (
+    BufferedRows,
     ReplayedCursor,
     ResultSet,
     SqlCall,
@@ -75,7 +76,7 @@ def _description(description: Any) -> list[list[Any]] | None:
 # -- record -------------------------------------------------------------------------------------------------
 
 
-class _RecordingCursor(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
+class _RecordingCursor(BufferedRows, wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     """A real cursor whose executes are recorded; after a recorded execute its rows are served from a buffer."""
 
     def __init__(self, cursor: sqlite3.Cursor, connection: _RecordingConnection) -> None:
@@ -88,6 +89,24 @@ class _RecordingCursor(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     def connection(self) -> Any:
         return self._self_connection
 
+    # A proxy keeps its own attributes as ``_self_*``: the buffer ``BufferedRows`` reads, once an execute filled it.
+
+    @property
+    def _rows(self) -> list[tuple[Any, ...]]:
+        return self._self_rows or []
+
+    @_rows.setter
+    def _rows(self, rows: list[tuple[Any, ...]]) -> None:
+        self._self_rows = rows
+
+    @property
+    def _pos(self) -> int:
+        return self._self_pos
+
+    @_pos.setter
+    def _pos(self, pos: int) -> None:
+        self._self_pos = pos
+
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
         return self._self_connection._self_integration._record(self, sql, parameters, None)
 
@@ -97,43 +116,24 @@ class _RecordingCursor(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     def executescript(self, sql_script: str, /) -> Any:
         return self._self_connection._self_integration._record(self, sql_script, None, "executescript")
 
-    def _row(self, values: tuple[Any, ...]) -> Any:
+    def _make_row(self, values: tuple[Any, ...]) -> Any:
         factory = self.__wrapped__.row_factory
         return values if factory is None else factory(self.__wrapped__, values)
 
     def fetchone(self) -> Any:
-        rows = self._self_rows
-        if rows is None:
+        if self._self_rows is None:
             return self.__wrapped__.fetchone()
-        if self._self_pos >= len(rows):
-            return None
-        self._self_pos += 1
-        return self._row(rows[self._self_pos - 1])
+        return self._next_row()
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
-        rows = self._self_rows
-        if rows is None:
+        if self._self_rows is None:
             return self.__wrapped__.fetchmany(self.__wrapped__.arraysize if size is None else size)  # type: ignore[no-any-return]
-        chosen = rows[self._self_pos:self._self_pos + (self.__wrapped__.arraysize if size is None else size)]
-        self._self_pos += len(chosen)
-        return [self._row(row) for row in chosen]
+        return self._next_rows(self.__wrapped__.arraysize if size is None else size)
 
     def fetchall(self) -> list[Any]:
-        rows = self._self_rows
-        if rows is None:
+        if self._self_rows is None:
             return self.__wrapped__.fetchall()  # type: ignore[no-any-return]
-        chosen = rows[self._self_pos:]
-        self._self_pos = len(rows)
-        return [self._row(row) for row in chosen]
-
-    def __iter__(self) -> Any:
-        return self
-
-    def __next__(self) -> Any:
-        row = self.fetchone()
-        if row is None:
-            raise StopIteration
-        return row
+        return self._other_rows()
 
 
 class _RecordingConnection(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
