@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "fastapi_httpx"
@@ -34,34 +35,33 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeo
     raise RuntimeError(f"server did not listen on {port} within {timeout}s:\n{log.read_text()}")
 
 
-class Server:
-    """A uvicorn app in a subprocess, optionally under ``opentelemetry-instrument``."""
+class ServerProcess:
+    """A server subprocess on 127.0.0.1, running ``command``; ready once ``port`` accepts connections.
+
+    Started with the test process's environment minus ``TIMETRACER_*``, ``OTEL_*`` and ``dropped`` prefixes,
+    plus ``env``."""
 
     def __init__(
         self,
-        app: str,
+        command: Sequence[str],
         *,
+        port: int,
         cwd: Path,
         log: Path,
         env: Mapping[str, str] | None = None,
-        instrument: bool = False,
-        extra_args: Sequence[str] = (),
+        dropped: tuple[str, ...] = (),
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         self.log = log
-        command = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(self.port),
-                   "--log-level", "warning", *extra_args]
-        if instrument:
-            command = [str(BIN / "opentelemetry-instrument"), *command]
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TIMETRACER_", "OTEL_"))}
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TIMETRACER_", "OTEL_", *dropped))}
         full_env.update(env or {})
         full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"
         self._handle = log.open("wb")
-        self.process = subprocess.Popen(command, cwd=cwd, env=full_env, stdout=self._handle,
+        self.process = subprocess.Popen(list(command), cwd=cwd, env=full_env, stdout=self._handle,
                                         stderr=subprocess.STDOUT)
         try:
-            _wait_for_port(self.port, self.process, log)
+            _wait_for_port(port, self.process, log)
         except BaseException:
             self.stop()
             raise
@@ -80,8 +80,29 @@ class Server:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Server(ServerProcess):
+    """A uvicorn app in a subprocess, optionally under ``opentelemetry-instrument``."""
+
+    def __init__(
+        self,
+        app: str,
+        *,
+        cwd: Path,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        instrument: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        port = free_port()
+        command = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port),
+                   "--log-level", "warning", *extra_args]
+        if instrument:
+            command = [str(BIN / "opentelemetry-instrument"), *command]
+        super().__init__(command, port=port, cwd=cwd, log=log, env=env)

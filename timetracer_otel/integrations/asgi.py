@@ -44,7 +44,8 @@ _SERVING: contextvars.ContextVar[tuple[Scope, RequestState] | None] = contextvar
 
 #: What a cassette needs from a scope: what :func:`inbound_request` reads, and the response's HTTP version.
 _REQUEST_KEYS = (
-    "method", "scheme", "server", "root_path", "path", "query_string", "headers", "route", "http_version"
+    "method", "scheme", "server", "root_path", "path", "query_string", "headers", "route", "path_template",
+    "http_version",
 )
 
 
@@ -67,8 +68,9 @@ def _has_body(scope: Scope) -> bool:
 
 
 def _route(scope: Scope) -> str | None:
+    """The matched route's template: Starlette's route object, or Litestar's ``path_template``."""
     route = scope.get("route")
-    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    path = getattr(route, "path_format", None) or getattr(route, "path", None) or scope.get("path_template")
     return f"{scope.get('root_path', '')}{path}" if isinstance(path, str) else None
 
 

@@ -39,6 +39,8 @@ OUTBOUND: dict[str, IntegrationEntry] = {
 #: Inbound server integrations: they open one cassette per request and are always on when recording/replaying.
 INBOUND: dict[str, IntegrationEntry] = {
     "asgi": IntegrationEntry("timetracer_otel.integrations.asgi", "opentelemetry.instrumentation.asgi"),
+    "wsgi": IntegrationEntry("timetracer_otel.integrations.wsgi", "opentelemetry.instrumentation.wsgi"),
+    "litestar": IntegrationEntry("timetracer_otel.integrations.litestar", "litestar"),
 }
 
 #: Group names users may write instead of listing every member.
