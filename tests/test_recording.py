@@ -284,3 +284,40 @@ async def test_buffered_bytes_bound_drops_requests_until_earlier_ones_are_writte
     assert runtime.recorder.budget.used == 0, "written requests release their bytes"
     assert (await client.get("/items/2")).status_code == 200
     assert [c.request.route for c in written(runtime, tmp_path)] == ["/big", "/items/{item_id}"]
+
+
+class _Answered:
+    """An inbound request the app answered (its response started) whose done-signal never came."""
+
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+
+    def request(self) -> Any:
+        from timetracer_otel.record.captured import CapturedHttpRequest
+
+        return CapturedHttpRequest("GET", "http://test/answered", ())
+
+    def response(self) -> Any:
+        from timetracer_otel.record.captured import CapturedHttpResponse
+
+        return None if self.status is None else CapturedHttpResponse(self.status, ())
+
+
+def test_shutdown_writes_answered_requests_whose_done_signal_never_came(tmp_path: Path) -> None:
+    # A server stopped between sending a response and closing it (a WSGI server that has not called close()
+    # yet): the request is written, marked incomplete, rather than lost. One the app never answered is not.
+    runtime = install(Settings(mode=Mode.RECORD, directory=tmp_path))
+    try:
+        recorder = runtime.recorder
+        assert recorder is not None
+        answered, unanswered = recorder.admit("/answered"), recorder.admit("/unanswered")
+        assert answered is not None and unanswered is not None
+        answered.inbound, unanswered.inbound = _Answered(200), _Answered(None)
+        recorder.shutdown()
+    finally:
+        uninstall()
+    (path,) = iter_cassette_files(tmp_path)
+    cassette = load_cassette(path)
+    assert cassette.request is not None and cassette.request.url == "http://test/answered"
+    assert cassette.metadata.incomplete is True
+    assert cassette.response is not None and cassette.response.status == 200

@@ -239,9 +239,9 @@ class _TeeInput:
 
 
 class _ResponseTee:
-    """The response iterable the server gets: chunks pass through unchanged, copied on the way; ``close()``
-    (which every WSGI server calls) is the done-signal. With ``state``, each chunk is produced with it in the
-    context, so calls made by a streamed body are recorded (or replayed) too."""
+    """The response iterable the server gets: chunks pass through unchanged, copied on the way; the end of the
+    body, or ``close()`` (which every WSGI server calls), is the done-signal. With ``state``, each chunk is
+    produced with it in the context, so calls made by a streamed body are recorded (or replayed) too."""
 
     __slots__ = ("_exchange", "_iterator", "_recorder", "_recording", "_result", "_state")
 
@@ -272,6 +272,7 @@ class _ResponseTee:
         except StopIteration:
             if self._exchange is not None:
                 self._exchange.response_body.close()
+            self._finish()  # the whole body was handed over: a stop before close() must not lose the request
             raise
         except BaseException as exc:
             if self._recording is not None:
@@ -290,9 +291,13 @@ class _ResponseTee:
             if close is not None:
                 close()
         finally:
-            if self._recorder is not None and self._recording is not None:
-                self._recorder.finish(self._recording)
-                self._recording = None
+            self._finish()
+
+    def _finish(self) -> None:
+        """The done-signal, once: the body was exhausted, or the server closed the iterable."""
+        if self._recorder is not None and self._recording is not None:
+            self._recorder.finish(self._recording)
+            self._recording = None
 
 
 class _SizedResponseTee(_ResponseTee):

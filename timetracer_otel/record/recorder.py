@@ -61,10 +61,20 @@ class RecorderStats:
 
 
 class _Flush:
-    __slots__ = ("event",)
+    __slots__ = ("event", "final")
 
-    def __init__(self) -> None:
+    def __init__(self, final: bool) -> None:
         self.event = threading.Event()
+        #: The process is stopping: requests the app answered are written even if not done yet.
+        self.final = final
+
+
+def _answered(recording: RequestRecording) -> bool:
+    """The app has started its response (read on the writer thread, at shutdown only)."""
+    try:
+        return recording.inbound.response() is not None
+    except Exception:  # no inbound capture yet, or one that cannot say
+        return False
 
 
 class Recorder:
@@ -157,13 +167,16 @@ class Recorder:
                 self._thread = threading.Thread(target=self._run, name="timetracer-writer", daemon=True)
                 self._thread.start()
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Write every request that has finished, without waiting for quiet periods. True if done in time."""
+    def flush(self, timeout: float | None = None, *, final: bool = False) -> bool:
+        """Write every request that has finished, without waiting for quiet periods. True if done in time.
+
+        ``final`` (at shutdown) also writes requests the app has answered but whose done-signal has not come
+        (a server stopped between sending a response and closing it), marked incomplete."""
         if self._thread is None and (self.session.calls or self._session_unfinished):
             self._ensure_thread()  # a forked child that made calls but served no request yet
         if self._thread is None or not self._thread.is_alive():
             return not self._pending
-        marker = _Flush()
+        marker = _Flush(final)
         self._flushes.append(marker)
         self._wake.set()
         return marker.event.wait(self.settings.flush_timeout if timeout is None else timeout)
@@ -171,7 +184,7 @@ class Recorder:
     def shutdown(self) -> None:
         if self._stopped:
             return
-        self.flush()
+        self.flush(final=True)
         self._stopped = True
         if SessionRecording.current is self.session:
             SessionRecording.current = None
@@ -210,8 +223,9 @@ class Recorder:
                 flushes.append(self._flushes.popleft())
             waiting = self._write_settled(waiting, everything=bool(flushes))
             if flushes:
+                final = any(flush.final for flush in flushes)
                 for recording in list(self._pending.values()):
-                    if recording.done:
+                    if recording.done or (final and _answered(recording)):
                         self._write(recording)
             if flushes or time.monotonic() >= next_scan:
                 next_scan = time.monotonic() + _SCAN_INTERVAL
