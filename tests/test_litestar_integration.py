@@ -42,6 +42,7 @@ def _exchange(base: str) -> list[tuple[int, str | None, bytes]]:
             client.get("/users/42"),
             client.post("/quotes", content=QUOTE, headers={"content-type": "application/json"}),
             client.get("/nowhere"),
+            client.get("/boom"),
         ]
     return [(r.status_code, r.headers.get("content-type"), r.content) for r in answers]
 
@@ -52,12 +53,12 @@ def test_litestar_records_and_replays_without_upstream(tmp_path: Path, litestar_
     env = {"TIMETRACER_MODE": "record", "TIMETRACER_DIR": str(cassettes), "UPSTREAM_URL": litestar_upstream.url}
     with _app(tmp_path, "record", env) as app:
         recorded = _exchange(app.url)
-    assert [status for status, _, _ in recorded] == [200, 201, 404]
+    assert [status for status, _, _ in recorded] == [200, 201, 404, 500]
     assert json.loads(recorded[1][2])["received"] == QUOTE.decode(), "the app got the body unchanged"
 
     by_path = {c.request.url.rsplit("/", 1)[-1]: c for c in map(load_cassette, iter_cassette_files(cassettes))}
-    assert sorted(by_path) == ["42", "nowhere", "quotes"], app.output()
-    user, quote, missing = by_path["42"], by_path["quotes"], by_path["nowhere"]
+    assert sorted(by_path) == ["42", "boom", "nowhere", "quotes"], app.output()
+    user, quote, missing, boom = by_path["42"], by_path["quotes"], by_path["nowhere"], by_path["boom"]
     assert user.request.route == "/users/{user_id}"
     assert [i.request.url for i in user.interactions] == [f"{litestar_upstream.url}/users/42"]
     assert quote.request.route == "/quotes"
@@ -67,6 +68,11 @@ def test_litestar_records_and_replays_without_upstream(tmp_path: Path, litestar_
     ]
     assert quote.response is not None and quote.response.status == 201
     assert missing.request.route in (None, "/nowhere") and missing.response.status == 404  # type: ignore[union-attr]
+    assert missing.error is None, "a 404 is Litestar's answer, not an unhandled exception"
+    # The view's exception next to the 500 Litestar's exception handler answered with.
+    assert boom.error is not None and boom.error.type == "builtins.RuntimeError"
+    assert boom.error.message == "the upstream answered, then this view failed"
+    assert boom.response is not None and boom.response.status == 500 and len(boom.interactions) == 1
     assert len([s for s in user.spans if s.kind == "SERVER"]) == 1, "one server span: the middleware once"
 
     litestar_upstream.stop()

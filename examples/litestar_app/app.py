@@ -31,4 +31,11 @@ async def quote(request: Request) -> dict[str, object]:
     return {"total": total, "received": raw.decode("utf-8")}
 
 
-app = Litestar(route_handlers=[get_user, quote])
+@get("/boom")
+async def boom() -> dict[str, object]:
+    async with httpx.AsyncClient(base_url=UPSTREAM) as client:
+        await client.get("/users/1")
+    raise RuntimeError("the upstream answered, then this view failed")
+
+
+app = Litestar(route_handlers=[get_user, quote, boom])

@@ -12,7 +12,11 @@ server span named by the method alone, see :func:`_span_details`). An app that c
 middleware.
 
 The route template is the ``path_template`` Litestar's router puts in the scope (``/users/{user_id}`` for
-``/users/{user_id:int}``). Apps created before timetracer is installed are not changed.
+``/users/{user_id:int}``). A view's unhandled exception is caught by Litestar's exception handler inside the
+middleware, which answers 500: the exception is recorded there (``ExceptionHandlerMiddleware.
+handle_request_exception``), next to that response. ``HTTPException`` subclasses (404, validation errors) are
+Litestar's answers, not failures, and are not recorded as errors. Apps created before timetracer is installed are
+not changed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from timetracer_otel.integrations._base import Integration, Patch
+from timetracer_otel.record.recording import SessionRecording, current_recording
 
 __all__ = ["LitestarIntegration"]
 
@@ -29,13 +34,30 @@ class LitestarIntegration(Integration):
     name = "litestar"
 
     def patches(self) -> Sequence[Patch]:
-        return (Patch("litestar.app", "Litestar.__init__", self._init),)
+        return (
+            Patch("litestar.app", "Litestar.__init__", self._init),
+            Patch(_EXCEPTIONS, "ExceptionHandlerMiddleware.handle_request_exception", self._handle_exception),
+        )
+
+    async def _handle_exception(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if self.active:
+            from litestar.exceptions import HTTPException
+
+            error = kwargs.get("exc", args[-1] if args else None)
+            recording = current_recording()
+            if (isinstance(error, Exception) and not isinstance(error, HTTPException) and recording is not None
+                    and not isinstance(recording, SessionRecording)):
+                recording.error = error
+        return await wrapped(*args, **kwargs)
 
     def _init(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
         if self.active and (self.runtime.recorder is not None or self.runtime.source is not None):
             _add_middleware(instance)
         return result
+
+
+_EXCEPTIONS = "litestar.middleware._internal.exceptions.middleware"
 
 
 def _add_middleware(app: Any) -> None:
