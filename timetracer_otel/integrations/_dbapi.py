@@ -158,8 +158,8 @@ class BufferedRows:
         self._pos = len(self._rows)
         return [self._make_row(row) for row in chosen]
 
-    def fetchone(self) -> Any:
-        raise NotImplementedError
+    #: Each cursor's own (it decides what happens when the rows in hand run out); iteration calls it.
+    fetchone: Callable[[], Any]
 
     def __iter__(self) -> Iterator[Any]:
         return self

@@ -32,7 +32,7 @@ import contextvars
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import asyncpg
@@ -674,12 +674,7 @@ class AsyncpgIntegration(Integration):
             self._safely(lambda: steps.append({"move": int(move.group(1)), "status": status}))
             return status
         call = self._safely(lambda: _new_call(recording, query, "execute", None))
-        try:
-            status = await wrapped(query, timeout)
-        except Exception as exc:
-            if call is not None:
-                call.failed(exc)
-            raise
+        status = await _awaited(call, wrapped(query, timeout))
         if call is not None:
             call.succeeded(status)
         return status
@@ -690,8 +685,7 @@ class AsyncpgIntegration(Integration):
         if recording is None:
             return await wrapped(*args, **kwargs)
         query = args[1] if len(args) > 1 else kwargs.get("query")
-        call = self._safely(lambda: _AsyncpgCall(SQL, LIBRARY, *_request(query, "prepare", None)[::2],
-                                                 method="prepare", encode=_encode))
+        call = self._safely(lambda: _AsyncpgCall(SQL, LIBRARY, query, method="prepare", encode=_encode))
         try:
             return await wrapped(*args, **kwargs)
         except Exception as exc:
@@ -707,13 +701,10 @@ class AsyncpgIntegration(Integration):
         state, parameters, portal_name, limit, return_extra, timeout = _arguments(_BIND_EXECUTE, args, kwargs)
         method = "cursor" if portal_name else None
         call = self._safely(lambda: _new_call(recording, state.query, method, parameters))
-        try:
-            # Always with the status and completion flag: they only change what asyncpg returns, not the wire.
-            records, status, completed = await wrapped(state, parameters, portal_name, limit, True, timeout)
-        except Exception as exc:
-            if call is not None:
-                call.failed(exc)
-            raise
+        # Always with the status and completion flag: they only change what asyncpg returns, not the wire.
+        records, status, completed = await _awaited(
+            call, wrapped(state, parameters, portal_name, limit, True, timeout)
+        )
         if call is not None:
             def finish() -> None:
                 rows = _Rows(_columns(state), records, status, completed)
@@ -735,12 +726,7 @@ class AsyncpgIntegration(Integration):
         parameters = list(parameters)  # it may be an iterator: read it once, for asyncpg and the cassette
         method = "fetchmany" if return_rows else "executemany"
         call = self._safely(lambda: _new_call(recording, state.query, method, parameters))
-        try:
-            result = await wrapped(state, parameters, portal_name, timeout, return_rows)
-        except Exception as exc:
-            if call is not None:
-                call.failed(exc)
-            raise
+        result = await _awaited(call, wrapped(state, parameters, portal_name, timeout, return_rows))
         if call is not None:
             self._safely(lambda: call.succeeded(
                 _Rows(_columns(state) if return_rows else [], result if return_rows else None, None, True)))
@@ -752,12 +738,7 @@ class AsyncpgIntegration(Integration):
             return await wrapped(*args, **kwargs)
         state, parameters, portal_name, timeout = _arguments(_BIND, args, kwargs)
         call = self._safely(lambda: _new_call(recording, state.query, "cursor", parameters))
-        try:
-            result = await wrapped(state, parameters, portal_name, timeout)
-        except Exception as exc:
-            if call is not None:
-                call.failed(exc)
-            raise
+        result = await _awaited(call, wrapped(state, parameters, portal_name, timeout))
         if call is not None:
             def finish() -> None:
                 call.succeeded(_Cursor(_columns(state)))
@@ -795,6 +776,16 @@ class AsyncpgIntegration(Integration):
         except Exception:
             logger.exception("timetracer: recording an asyncpg call failed; the call is not recorded")
             return None
+
+
+async def _awaited(call: _AsyncpgCall | None, answer: Awaitable[Any]) -> Any:
+    """The wrapped protocol call's answer; a failure is kept on ``call`` (if it is recorded) and raised."""
+    try:
+        return await answer
+    except Exception as exc:
+        if call is not None:
+            call.failed(exc)
+        raise
 
 
 class _Step(_Rows):
