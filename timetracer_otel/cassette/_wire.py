@@ -56,6 +56,7 @@ class Error(msgspec.Struct, gc=False):
     type: str
     message: str
     details: Any = None
+    traceback: str | None = None
 
 
 class Interaction(msgspec.Struct, gc=False):

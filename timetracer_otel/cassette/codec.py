@@ -108,6 +108,8 @@ def _encode_error(error: RecordedError | None) -> dict[str, Any] | None:
     out: dict[str, Any] = {"type": error.type, "message": error.message}
     if error.details is not None:
         out["details"] = error.details
+    if error.traceback is not None:
+        out["traceback"] = error.traceback
     return out
 
 
@@ -258,7 +260,7 @@ def _exchange(
 
 
 def _error(error: _wire.Error | None) -> RecordedError | None:
-    return None if error is None else RecordedError(error.type, error.message, error.details)
+    return None if error is None else RecordedError(error.type, error.message, error.details, error.traceback)
 
 
 #: Kinds this version replays besides http; each holds a CallRequest and CallResponse.

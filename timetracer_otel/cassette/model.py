@@ -9,6 +9,7 @@ other values, so they cannot form reference cycles. How they become JSON lives i
 
 from __future__ import annotations
 
+import traceback
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -235,11 +236,15 @@ class RecordedError(msgspec.Struct, frozen=True, gc=False):
     #: What the library's exception carries besides its message (a SQLSTATE, a server error document), as a JSON
     #: value, so the replayed exception is built with it.
     details: Any = None
+    #: The formatted traceback of an exception the app raised while serving the request (calls' errors have
+    #: none: replay raises them again, and their stack is the app's, which the request's error shows).
+    traceback: str | None = None
 
     @classmethod
-    def from_exception(cls, exc: BaseException, details: Any = None) -> RecordedError:
+    def from_exception(cls, exc: BaseException, details: Any = None, *, with_traceback: bool = False) -> RecordedError:
         kind = type(exc)
-        return cls(type=f"{kind.__module__}.{kind.__qualname__}", message=str(exc), details=details)
+        trace = "".join(traceback.format_exception(exc)) if with_traceback else None
+        return cls(type=f"{kind.__module__}.{kind.__qualname__}", message=str(exc), details=details, traceback=trace)
 
 
 #: The kind of an HTTP interaction; every other kind (``sql``, ``redis``, ``mongo``) holds a :class:`CallRequest`.

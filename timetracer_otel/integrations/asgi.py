@@ -11,35 +11,24 @@ and handed to the app unchanged.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.sdk.trace import Span
 
 from timetracer_otel._context import attach_request_state
 from timetracer_otel.integrations._base import Integration, Patch
+from timetracer_otel.integrations._serving import SERVING, Serving, track_server_span
 from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
 from timetracer_otel.record.recording import BodyBuffer, RequestRecording
-from timetracer_otel.replay.session import ReplaySession
 
-__all__ = ["AsgiIntegration"]
+__all__ = ["AsgiIntegration", "serve_asgi"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-RequestState = RequestRecording | ReplaySession | None
-
-#: The request being served and its state, from our wrapper to the bridge (which sits inside the server span).
-#: The scope tells a mounted app inside the same request apart from a context leaked from another request.
-_SERVING: contextvars.ContextVar[tuple[Scope, RequestState] | None] = contextvars.ContextVar(
-    "timetracer_asgi_serving", default=None
-)
 
 
 #: What a cassette needs from a scope: what :func:`inbound_request` reads, and the response's HTTP version.
@@ -55,7 +44,10 @@ def _url(scope: Scope) -> str:
     if host is None and scope.get("server"):
         server_host, port = scope["server"]
         host = f"{server_host}:{port}" if port else str(server_host)
-    path = scope.get("root_path", "") + scope.get("path", "/")
+    path = scope.get("path", "/")
+    root_path = scope.get("root_path", "")
+    if not path.startswith(root_path):  # servers before the 2023 ASGI spec left the root path out of path
+        path = root_path + path
     query = scope.get("query_string", b"").decode("latin-1")
     return f"{scheme}://{host or 'localhost'}{path}" + (f"?{query}" if query else "")
 
@@ -74,14 +66,14 @@ def _route(scope: Scope) -> str | None:
     return f"{scope.get('root_path', '')}{path}" if isinstance(path, str) else None
 
 
-def inbound_request(scope: Scope, body: CapturedBody | None) -> CapturedHttpRequest:
+def inbound_request(scope: Scope, body: CapturedBody | None, route: str | None = None) -> CapturedHttpRequest:
     """The request a scope describes, as recorded (and, made a model value, as replay looks it up)."""
     return CapturedHttpRequest(
         method=scope.get("method", "GET"),
         url=_url(scope),
         headers=scope.get("headers") or (),
         body=body,
-        route=_route(scope),
+        route=route or _route(scope),
     )
 
 
@@ -92,12 +84,17 @@ class _InboundExchange:
     and cell would be one more object for the garbage collector to promote and scan.
     """
 
-    __slots__ = ("headers", "request_body", "response_body", "scope", "status")
+    __slots__ = ("headers", "received_path", "request_body", "response_body", "route", "scope", "status")
 
     def __init__(self, scope: Scope, recording: RequestRecording, limit: int) -> None:
         #: The live scope while the request runs (the router sets its route; a hard timeout may write the
         #: request early), then only the parts :func:`inbound_request` reads (see :meth:`release_scope`).
         self.scope = scope
+        #: The path as the server handed it in: routers rewrite the scope's (a mount moves its prefix into
+        #: ``root_path``; Litestar may strip a trailing slash), and replay looks the request up as received.
+        self.received_path = (scope.get("root_path", ""), scope.get("path", "/"))
+        #: Set by a framework bridge that knows the route better than the scope does (Django).
+        self.route: str | None = None
         self.status: int | None = None
         self.headers: Any = ()
         #: None when the request has no body: then the app may rightly never call receive().
@@ -108,11 +105,13 @@ class _InboundExchange:
         """Keep only what the cassette needs: the scope holds the app's whole request graph, which would
         otherwise live on into the garbage collector's oldest generation."""
         scope = self.scope
+        self.route = self.route or _route(scope)
         self.scope = {key: scope[key] for key in _REQUEST_KEYS if key in scope}
+        self.scope["root_path"], self.scope["path"] = self.received_path
 
     def request(self) -> CapturedHttpRequest:
         body = _NO_BODY if self.request_body is None else self.request_body.to_body()
-        return inbound_request(self.scope, body)
+        return inbound_request(self.scope, body, self.route)
 
     def response(self) -> CapturedHttpResponse | None:
         if self.status is None:
@@ -193,14 +192,11 @@ class _ContextBridge:
         self.integration = integration
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        serving = _SERVING.get()
-        state = serving[1] if serving is not None else None
+        serving = SERVING.get()
+        state = serving.state if serving is not None else None
         if state is None or not self.integration.active:
             return await self.app(scope, receive, send)
-        recorder = self.integration.runtime.recorder
-        span = trace.get_current_span()
-        if isinstance(state, RequestRecording) and recorder is not None and isinstance(span, Span):
-            recorder.tracker.track(span, state)
+        track_server_span(self.integration, state)
         token = attach_request_state(state)
         try:
             return await self.app(scope, receive, send)
@@ -220,96 +216,105 @@ class AsgiIntegration(Integration):
         # does (uvicorn calls the app with none to tell apps from app factories).
         if not self.active or len(args) != 3 or kwargs:
             return wrapped(*args, **kwargs)
-        scope, receive, send = args
-        serving = _SERVING.get()
-        if serving is not None and serving[0] is scope:  # a mounted app inside a request already served
-            return wrapped(scope, receive, send)
         if not isinstance(instance.app, _ContextBridge):
             instance.app = _ContextBridge(instance.app, self)
-        kind = scope["type"]
-        if kind == "lifespan":
-            return wrapped(scope, receive, self._lifespan_send(send))
-        if kind != "http":
-            return wrapped(scope, receive, send)
-        fresh = _FreshContext(leaked=serving is not None)  # see _FreshContext
-        if self.runtime.recorder is not None:
-            return self._record(wrapped, scope, receive, send, fresh)
-        if self.runtime.source is not None:
-            return self._replay(wrapped, scope, receive, send, fresh)
-        if serving is not None:
-            return self._serve(wrapped, scope, receive, send, fresh)
+        return serve_asgi(self, wrapped, *args)
+
+
+def serve_asgi(integration: Integration, wrapped: Any, scope: Scope, receive: Receive, send: Send) -> Any:
+    """Serve one ASGI call through ``wrapped``, recording or replaying it for ``integration``; the awaitable
+    the caller awaits. A bridge inside the framework's server span puts the request state back into the
+    context (see :mod:`timetracer_otel.integrations._serving`)."""
+    serving = SERVING.get()
+    if serving is not None and serving.carrier is scope:  # a mounted app inside a request already served
         return wrapped(scope, receive, send)
+    kind = scope["type"]
+    if kind == "lifespan":
+        return wrapped(scope, receive, _lifespan_send(integration, send))
+    if kind != "http":  # websockets pass through untouched: they are not recorded
+        return wrapped(scope, receive, send)
+    fresh = _FreshContext(leaked=serving is not None)  # see _FreshContext
+    if integration.runtime.recorder is not None:
+        return _record(integration, wrapped, scope, receive, send, fresh=fresh)
+    if integration.runtime.source is not None:
+        return _replay(integration, wrapped, scope, receive, send, fresh=fresh)
+    if serving is not None:
+        return _serve(wrapped, scope, receive, send, fresh)
+    return wrapped(scope, receive, send)
 
-    @staticmethod
-    async def _serve(wrapped: Any, scope: Scope, receive: Receive, send: Send, fresh: _FreshContext) -> Any:
-        with fresh:
-            return await wrapped(scope, receive, send)
 
-    def _lifespan_send(self, send: Send) -> Send:
-        recorder = self.runtime.recorder
+async def _serve(wrapped: Any, scope: Scope, receive: Receive, send: Send, fresh: _FreshContext) -> Any:
+    with fresh:
+        return await wrapped(scope, receive, send)
 
-        async def lifespan_send(message: Message) -> None:
-            # uvicorn re-raises SIGTERM after shutdown, so atexit never runs: write what is pending now.
-            if recorder is not None and message.get("type") == "lifespan.shutdown.complete":
-                await asyncio.to_thread(recorder.flush)
-            await send(message)
 
-        return lifespan_send
+def _lifespan_send(integration: Integration, send: Send) -> Send:
+    recorder = integration.runtime.recorder
 
-    async def _record(
-        self, wrapped: Any, scope: Scope, receive: Receive, send: Send, fresh: _FreshContext
-    ) -> Any:
-        recorder = self.runtime.recorder
-        assert recorder is not None
-        with fresh:
-            recording = recorder.admit(scope.get("path", "/"))
-            if recording is None:
-                token = _SERVING.set((scope, None))
-                try:
-                    return await wrapped(scope, receive, send)
-                finally:
-                    _SERVING.reset(token)
-            exchange = _InboundExchange(scope, recording, self.settings.max_body_bytes)
-            recording.inbound = exchange
-            tee = _Tee(exchange, receive, send)
-            token = _SERVING.set((scope, recording))
+    async def lifespan_send(message: Message) -> None:
+        # uvicorn re-raises SIGTERM after shutdown, so atexit never runs: write what is pending now.
+        if recorder is not None and message.get("type") == "lifespan.shutdown.complete":
+            await asyncio.to_thread(recorder.flush)
+        await send(message)
+
+    return lifespan_send
+
+
+async def _record(
+    integration: Integration, wrapped: Any, scope: Scope, receive: Receive, send: Send, *, fresh: _FreshContext
+) -> Any:
+    recorder = integration.runtime.recorder
+    assert recorder is not None
+    with fresh:
+        recording = recorder.admit(scope.get("path", "/"))
+        if recording is None:
+            token = SERVING.set(Serving(scope, None, None))
             try:
-                return await wrapped(scope, tee.receive, tee.send)
-            except BaseException as exc:
-                recording.error = exc
-                raise
+                return await wrapped(scope, receive, send)
             finally:
-                _SERVING.reset(token)
-                exchange.release_scope()
-                recorder.finish(recording)
+                SERVING.reset(token)
+        exchange = _InboundExchange(scope, recording, integration.settings.max_body_bytes)
+        recording.inbound = exchange
+        tee = _Tee(exchange, receive, send)
+        token = SERVING.set(Serving(scope, recording, exchange))
+        try:
+            return await wrapped(scope, tee.receive, tee.send)
+        except BaseException as exc:
+            recording.error = exc
+            raise
+        finally:
+            SERVING.reset(token)
+            exchange.release_scope()
+            recorder.finish(recording)
 
-    async def _replay(
-        self, wrapped: Any, scope: Scope, receive: Receive, send: Send, fresh: _FreshContext
-    ) -> Any:
-        source = self.runtime.source
-        assert source is not None
-        with fresh:
-            buffered: list[Message] = []
-            chunks: list[bytes] = []
-            while True:
-                message = await receive()
-                buffered.append(message)
-                if message.get("type") != "http.request":
-                    break
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
-            session = source.session_for(inbound_request(scope, CapturedBody(body, len(body))).to_model())
 
-            async def replay_receive() -> Message:
-                return buffered.pop(0) if buffered else await receive()
+async def _replay(
+    integration: Integration, wrapped: Any, scope: Scope, receive: Receive, send: Send, *, fresh: _FreshContext
+) -> Any:
+    source = integration.runtime.source
+    assert source is not None
+    with fresh:
+        buffered: list[Message] = []
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            buffered.append(message)
+            if message.get("type") != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        session = source.session_for(inbound_request(scope, CapturedBody(body, len(body))).to_model())
 
-            token = _SERVING.set((scope, session))
-            try:
-                return await wrapped(scope, replay_receive, send)
-            finally:
-                _SERVING.reset(token)
+        async def replay_receive() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        token = SERVING.set(Serving(scope, session, None))
+        try:
+            return await wrapped(scope, replay_receive, send)
+        finally:
+            SERVING.reset(token)
 
 
 INTEGRATION = AsgiIntegration

@@ -41,6 +41,7 @@ INBOUND: dict[str, IntegrationEntry] = {
     "asgi": IntegrationEntry("timetracer_otel.integrations.asgi", "opentelemetry.instrumentation.asgi"),
     "wsgi": IntegrationEntry("timetracer_otel.integrations.wsgi", "opentelemetry.instrumentation.wsgi"),
     "litestar": IntegrationEntry("timetracer_otel.integrations.litestar", "litestar"),
+    "django": IntegrationEntry("timetracer_otel.integrations.django", "django"),
 }
 
 #: Group names users may write instead of listing every member.

@@ -16,28 +16,24 @@ cassette is chosen by it) and handed to the app unchanged.
 
 from __future__ import annotations
 
-import contextvars
 import importlib.util
 import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.sdk.trace import Span
 
 from timetracer_otel._context import attach_request_state
 from timetracer_otel.integrations._base import Integration, Patch
+from timetracer_otel.integrations._serving import SERVING, RequestState, Serving, track_server_span
 from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
 from timetracer_otel.record.recorder import Recorder
 from timetracer_otel.record.recording import BodyBuffer, RequestRecording
-from timetracer_otel.replay.session import ReplaySession
 
-__all__ = ["WsgiIntegration", "inbound_request"]
+__all__ = ["WsgiIntegration", "inbound_request", "serve_wsgi"]
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
-RequestState = RequestRecording | ReplaySession | None
 
 #: What a cassette needs from an environ besides the ``HTTP_*`` keys (see :func:`inbound_request`).
 _ENVIRON_KEYS = frozenset({
@@ -46,24 +42,6 @@ _ENVIRON_KEYS = frozenset({
 })
 
 _NO_BODY = CapturedBody(b"", 0)
-
-
-class _Serving:
-    """The request being served, from our outer wrapper to the bridges inside the server span."""
-
-    __slots__ = ("environ", "exchange", "request_ctx", "state", "token")
-
-    def __init__(self, environ: Environ, state: RequestState, exchange: _WsgiExchange | None) -> None:
-        self.environ = environ
-        self.state = state
-        self.exchange = exchange
-        #: Flask: the context token our ``preprocess_request`` bridge attached, and the request context it
-        #: belongs to (a nested request context must not detach it).
-        self.token: object = None
-        self.request_ctx: object = None
-
-
-_SERVING: contextvars.ContextVar[_Serving | None] = contextvars.ContextVar("timetracer_wsgi_serving", default=None)
 
 
 def _snapshot(environ: Environ) -> dict[str, Any]:
@@ -330,11 +308,11 @@ class _MiddlewareBridge:
         self.integration = integration
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Any:
-        serving = _SERVING.get()
+        serving = SERVING.get()
         state = serving.state if serving is not None else None
         if state is None or not self.integration.active:
             return self.wsgi(environ, start_response)
-        _track_server_span(self.integration, state)
+        track_server_span(self.integration, state)
         token = attach_request_state(state)
         try:
             result = self.wsgi(environ, start_response)
@@ -342,13 +320,6 @@ class _MiddlewareBridge:
             otel_context.detach(token)  # type: ignore[arg-type]
         # The middleware iterates inside its span's context: produce each chunk with our state in it too.
         return _tee_response(result, None, None, None, state)
-
-
-def _track_server_span(integration: Integration, state: RequestState) -> None:
-    recorder = integration.runtime.recorder
-    span = trace.get_current_span()
-    if isinstance(state, RequestRecording) and recorder is not None and isinstance(span, Span):
-        recorder.tracker.track(span, state)
 
 
 def _read_body(environ: Environ) -> bytes | None:
@@ -363,6 +334,78 @@ def _read_body(environ: Environ) -> bytes | None:
     if environ.get("wsgi.input_terminated"):
         return bytes(stream.read())
     return None
+
+
+def serve_wsgi(
+    integration: Integration, wrapped: Any, environ: Environ, start_response: StartResponse, *, attach: bool
+) -> Any:
+    """Serve one WSGI call through ``wrapped``, recording or replaying it for ``integration``.
+
+    With ``attach``, our request state is in the context around the whole call and each response chunk (the
+    framework's own server span re-attaches it inside, see the bridges); without, only the bridge attaches it.
+    """
+    serving = SERVING.get()
+    if serving is not None and serving.carrier is environ:  # an inner layer of a request already served
+        return wrapped(environ, start_response)
+    if integration.runtime.recorder is not None:
+        return _record(integration, wrapped, environ, start_response, attach)
+    if integration.runtime.source is not None:
+        return _replay(integration, wrapped, environ, start_response, attach)
+    return wrapped(environ, start_response)
+
+
+def _record(
+    integration: Integration, wrapped: Any, environ: Environ, start_response: StartResponse, attach: bool
+) -> Any:
+    recorder = integration.runtime.recorder
+    assert recorder is not None
+    recording = recorder.admit(_path(environ))
+    if recording is None:
+        serving_token = SERVING.set(Serving(environ, None, None))
+        try:
+            return wrapped(environ, start_response)
+        finally:
+            SERVING.reset(serving_token)
+    exchange = _WsgiExchange(environ, recording, integration.settings.max_body_bytes)
+    recording.inbound = exchange
+    if exchange.request_body is not None and "wsgi.input" in environ:
+        environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], exchange.request_body, _content_length(environ))
+    serving_token = SERVING.set(Serving(environ, recording, exchange))
+    token = attach_request_state(recording) if attach else None
+    try:
+        result = wrapped(environ, exchange.start_response(start_response))
+    except BaseException as exc:
+        recording.error = exc
+        recorder.finish(recording)
+        raise
+    finally:
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        SERVING.reset(serving_token)
+    return _tee_response(result, exchange, recorder, recording, recording if attach else None)
+
+
+def _replay(
+    integration: Integration, wrapped: Any, environ: Environ, start_response: StartResponse, attach: bool
+) -> Any:
+    source = integration.runtime.source
+    assert source is not None
+    body = _read_body(environ)
+    if body is not None:
+        environ["wsgi.input"] = io.BytesIO(body)
+    data = body or b""
+    session = source.session_for(inbound_request(environ, CapturedBody(data, len(data))).to_model())
+    serving_token = SERVING.set(Serving(environ, session, None))
+    token = attach_request_state(session) if attach else None
+    try:
+        result = wrapped(environ, start_response)
+    finally:
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        SERVING.reset(serving_token)
+    if not attach:
+        return result
+    return _tee_response(result, None, None, None, session)
 
 
 class WsgiIntegration(Integration):
@@ -394,68 +437,12 @@ class WsgiIntegration(Integration):
     def _serve(self, wrapped: Any, args: Any, kwargs: Any, attach: bool) -> Any:
         if not self.active or len(args) != 2 or kwargs:
             return wrapped(*args, **kwargs)
-        environ, start_response = args
-        serving = _SERVING.get()
-        if serving is not None and serving.environ is environ:  # an inner layer of a request already served
-            return wrapped(environ, start_response)
-        if self.runtime.recorder is not None:
-            return self._record(wrapped, environ, start_response, attach)
-        if self.runtime.source is not None:
-            return self._replay(wrapped, environ, start_response, attach)
-        return wrapped(environ, start_response)
-
-    def _record(self, wrapped: Any, environ: Environ, start_response: StartResponse, attach: bool) -> Any:
-        recorder = self.runtime.recorder
-        assert recorder is not None
-        recording = recorder.admit(_path(environ))
-        if recording is None:
-            serving_token = _SERVING.set(_Serving(environ, None, None))
-            try:
-                return wrapped(environ, start_response)
-            finally:
-                _SERVING.reset(serving_token)
-        exchange = _WsgiExchange(environ, recording, self.settings.max_body_bytes)
-        recording.inbound = exchange
-        if exchange.request_body is not None and "wsgi.input" in environ:
-            environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], exchange.request_body, _content_length(environ))
-        serving_token = _SERVING.set(_Serving(environ, recording, exchange))
-        token = attach_request_state(recording) if attach else None
-        try:
-            result = wrapped(environ, exchange.start_response(start_response))
-        except BaseException as exc:
-            recording.error = exc
-            recorder.finish(recording)
-            raise
-        finally:
-            if token is not None:
-                otel_context.detach(token)  # type: ignore[arg-type]
-            _SERVING.reset(serving_token)
-        return _tee_response(result, exchange, recorder, recording, recording if attach else None)
-
-    def _replay(self, wrapped: Any, environ: Environ, start_response: StartResponse, attach: bool) -> Any:
-        source = self.runtime.source
-        assert source is not None
-        body = _read_body(environ)
-        if body is not None:
-            environ["wsgi.input"] = io.BytesIO(body)
-        data = body or b""
-        session = source.session_for(inbound_request(environ, CapturedBody(data, len(data))).to_model())
-        serving_token = _SERVING.set(_Serving(environ, session, None))
-        token = attach_request_state(session) if attach else None
-        try:
-            result = wrapped(environ, start_response)
-        finally:
-            if token is not None:
-                otel_context.detach(token)  # type: ignore[arg-type]
-            _SERVING.reset(serving_token)
-        if not attach:
-            return result
-        return _tee_response(result, None, None, None, session)
+        return serve_wsgi(self, wrapped, args[0], args[1], attach=attach)
 
     # -- Flask bridges ------------------------------------------------------------------------------------
 
     def _preprocess(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        serving = _SERVING.get()
+        serving = SERVING.get()
         if serving is None or serving.state is None or serving.token is not None or not self.active:
             return wrapped(*args, **kwargs)
         try:
@@ -467,12 +454,12 @@ class WsgiIntegration(Integration):
             rule = flask.request.url_rule
             if serving.exchange is not None and rule is not None:
                 serving.exchange.route = _wsgi_text(flask.request.environ.get("SCRIPT_NAME", "")) + rule.rule
-            _track_server_span(self, serving.state)
+            track_server_span(self, serving.state)
             serving.token = attach_request_state(serving.state)
             serving.request_ctx = request_ctx
 
     def _teardown(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        serving = _SERVING.get()
+        serving = SERVING.get()
         if serving is not None and serving.token is not None:
             import flask
 
@@ -482,7 +469,7 @@ class WsgiIntegration(Integration):
         return wrapped(*args, **kwargs)
 
     def _handle_exception(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        serving = _SERVING.get()
+        serving = SERVING.get()
         if serving is not None and isinstance(serving.state, RequestRecording) and args:
             error = args[0]
             if isinstance(error, BaseException):

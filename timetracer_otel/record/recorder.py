@@ -343,7 +343,8 @@ class Recorder:
 
     def _capture(self, recording: RequestRecording, incomplete: bool) -> CapturedRequest | None:
         response = recording.inbound.response()
-        error = RecordedError.from_exception(recording.error) if recording.error is not None else None
+        error = (RecordedError.from_exception(recording.error, with_traceback=True)
+                 if recording.error is not None else None)
         if self.settings.errors_only and error is None and (response is None or response.status < 500):
             self.stats.skipped_not_error += 1
             return None
