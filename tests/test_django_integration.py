@@ -84,6 +84,7 @@ def _exchange(base: str) -> list[Answer]:
             _answer(client.post("/orders/", json={"product": 1, "quantity": 2})),
             _answer(client.post("/orders/", json={"product": 2, "quantity": 99})),
             _answer(client.get("/products/999/")),
+            _answer(client.get("/report/")),
             _answer(client.get("/boom/")),
             # Over Django's DATA_UPLOAD_MAX_MEMORY_SIZE: request.body refuses it, with or without recording.
             _answer(client.post("/orders/", content=b"x" * (3 * 1024 * 1024))),
@@ -104,14 +105,15 @@ def test_django_records_and_replays_without_database_or_upstream(
     with setup.start(tmp_path / "record.log", {**env, "TIMETRACER_MODE": "record",
                                                "TIMETRACER_DIR": str(cassettes)}) as app:
         recorded = _exchange(app.url)
-    assert [status for status, _, _ in recorded] == [200, 200, 201, 409, 404, 500, 400], app.output()
+    assert [status for status, _, _ in recorded] == [200, 200, 201, 409, 404, 200, 500, 400], app.output()
     assert b'"async": true' in recorded[1][2]
 
     found = [load_cassette(p) for p in iter_cassette_files(cassettes)]
-    assert len(found) == 7, app.output()
+    assert len(found) == 8, app.output()
     routes = {httpx.URL(c.request.url).path: c.request.route for c in found if c.request is not None}
     assert routes == {"/products/1/": "/products/<int:pk>/", "/async/products/2/": "/async/products/<int:pk>/",
-                      "/orders/": "/orders/", "/products/999/": "/products/<int:pk>/", "/boom/": "/boom/"}
+                      "/orders/": "/orders/", "/products/999/": "/products/<int:pk>/", "/report/": "/report/",
+                      "/boom/": "/boom/"}
     [product] = _by_path(found, "/products/1/")
     assert [i.kind for i in product.interactions][-2:] == ["sql", "http"], "the ORM query, then the upstream"
     [async_product] = _by_path(found, "/async/products/2/")
@@ -119,6 +121,10 @@ def test_django_records_and_replays_without_database_or_upstream(
     created = next(c for c in _by_path(found, "/orders/") if c.response is not None and c.response.status == 201)
     operations = [i.request.operation for i in created.interactions if i.kind == "sql"]  # type: ignore[union-attr]
     assert any("INSERT" in op for op in operations), operations
+    [report] = _by_path(found, "/report/")
+    assert [i.kind for i in report.interactions][-4:] == ["sql", "http", "http", "http"], \
+        "calls made while the streamed body is sent belong to the request"
+    assert report.response is not None and report.response.body.data == recorded[5][2]  # type: ignore[union-attr]
     [missing] = _by_path(found, "/products/999/")
     assert missing.error is None, "a 404 is Django's answer, not a failure"
     [boom] = _by_path(found, "/boom/")

@@ -1,16 +1,19 @@
 """ASGI apps (FastAPI, Starlette, and anything under OpenTelemetry's ASGI middleware): one cassette per request.
 
-We wrap ``OpenTelemetryMiddleware.__call__`` from the outside: there we admit the request, tee ``receive`` and
-``send`` (never altering them: the app and the client see exactly what they would without us), and the call
-returning, after background tasks ran, is the done-signal. The middleware starts its server span in a fresh
-context extracted from the headers, so a small bridge between it and the app puts our per-request state back
-into the context inside that span. In replay, the request body is read first (the cassette is chosen by it)
-and handed to the app unchanged.
+We wrap ``OpenTelemetryMiddleware.__call__`` from the outside, and ``Starlette.__call__`` (FastAPI's too), which is
+outside the middleware Starlette's instrumentation adds and outside ``ServerErrorMiddleware``'s 500 for an
+unhandled exception. Whichever comes first admits the request, tees ``receive`` and ``send`` (never altering
+them: the app and the client see exactly what they would without us), and the call returning, after background
+tasks ran, is the done-signal; an inner layer of the same request passes straight through. The middleware starts
+its server span in a fresh context extracted from the headers, so a small bridge between it and the app puts our
+per-request state back into the context inside that span. In replay, the request body is read first (the
+cassette is chosen by it) and handed to the app unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -208,7 +211,17 @@ class AsgiIntegration(Integration):
     name = "asgi"
 
     def patches(self) -> Sequence[Patch]:
-        return (Patch("opentelemetry.instrumentation.asgi", "OpenTelemetryMiddleware.__call__", self._call),)
+        patches = [Patch("opentelemetry.instrumentation.asgi", "OpenTelemetryMiddleware.__call__", self._call)]
+        if importlib.util.find_spec("starlette") is not None:
+            # Outside Starlette's ServerErrorMiddleware, which sends the 500 for an unhandled exception: the
+            # Starlette instrumentation adds OpenTelemetry's middleware inside it, where that 500 never passes.
+            patches.append(Patch("starlette.applications", "Starlette.__call__", self._starlette))
+        return patches
+
+    def _starlette(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if not self.active or len(args) != 3 or kwargs:
+            return wrapped(*args, **kwargs)
+        return serve_asgi(self, wrapped, *args)
 
     def _call(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         # Not a coroutine function itself: it picks which coroutine serves the request, so the request path
@@ -223,8 +236,9 @@ class AsgiIntegration(Integration):
 
 def serve_asgi(integration: Integration, wrapped: Any, scope: Scope, receive: Receive, send: Send) -> Any:
     """Serve one ASGI call through ``wrapped``, recording or replaying it for ``integration``; the awaitable
-    the caller awaits. A bridge inside the framework's server span puts the request state back into the
-    context (see :mod:`timetracer_otel.integrations._serving`)."""
+    the caller awaits. The request state is in the context for the whole call (what runs outside the
+    framework's server span, such as a Django streaming body, belongs to the request too), and a bridge inside
+    that span, which starts from a fresh context, puts it back (see :mod:`timetracer_otel.integrations._serving`)."""
     serving = SERVING.get()
     if serving is not None and serving.carrier is scope:  # a mounted app inside a request already served
         return wrapped(scope, receive, send)
@@ -277,12 +291,14 @@ async def _record(
         recording.inbound = exchange
         tee = _Tee(exchange, receive, send)
         token = SERVING.set(Serving(scope, recording, exchange))
+        state_token = attach_request_state(recording)
         try:
             return await wrapped(scope, tee.receive, tee.send)
         except BaseException as exc:
             recording.error = exc
             raise
         finally:
+            otel_context.detach(state_token)  # type: ignore[arg-type]
             SERVING.reset(token)
             exchange.release_scope()
             recorder.finish(recording)
@@ -311,9 +327,11 @@ async def _replay(
             return buffered.pop(0) if buffered else await receive()
 
         token = SERVING.set(Serving(scope, session, None))
+        state_token = attach_request_state(session)
         try:
             return await wrapped(scope, replay_receive, send)
         finally:
+            otel_context.detach(state_token)  # type: ignore[arg-type]
             SERVING.reset(token)
 
 

@@ -7,7 +7,7 @@ import httpx
 import requests
 from django.conf import settings
 from django.db import transaction
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import aget_object_or_404, get_object_or_404
 
 from catalog.models import Order, Product
@@ -43,6 +43,14 @@ def create_order(request: HttpRequest) -> JsonResponse:
         order = Order.objects.create(product=item, quantity=wanted["quantity"],
                                      total=_price(item.pk) * wanted["quantity"])
     return JsonResponse({"order": order.pk, "product": item.name, "total": str(order.total)}, status=201)
+
+
+def report(request: HttpRequest) -> StreamingHttpResponse:
+    def lines():  # runs while the server sends the body, after the view returned
+        for item in Product.objects.order_by("pk"):
+            yield f"{item.name}: {_price(item.pk)}\n"
+
+    return StreamingHttpResponse(lines(), content_type="text/plain")
 
 
 def boom(request: HttpRequest) -> JsonResponse:

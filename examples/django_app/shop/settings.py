@@ -2,7 +2,7 @@
 
 import os
 
-SECRET_KEY = "example-only-not-secret"  # noqa: S105 - an example; a real app reads its key from the environment
+SECRET_KEY = "example-only-not-secret"  # an example; a real app reads its key from the environment
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "shop.urls"
