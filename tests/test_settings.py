@@ -21,6 +21,7 @@ def test_defaults() -> None:
     }
     assert settings.max_body_bytes == 1024 * 1024
     assert "/health" in settings.exclude_paths
+    assert settings.record_clock is True
 
 
 def test_every_variable_read() -> None:
@@ -38,6 +39,7 @@ def test_every_variable_read() -> None:
             "TIMETRACER_SERVICE": "shop",
             "TIMETRACER_NETWORK_GUARD": "off",
             "TIMETRACER_ON_EXHAUSTED": "repeat_last",
+            "TIMETRACER_RECORD_CLOCK": "off",
         }
     )
     assert settings.mode is Mode.REPLAY
@@ -52,6 +54,7 @@ def test_every_variable_read() -> None:
     assert settings.service == "shop"
     assert settings.network_guard is False
     assert settings.on_exhausted is OnExhausted.REPEAT_LAST
+    assert settings.record_clock is False
 
 
 def test_otel_prefixed_form_and_precedence() -> None:
@@ -79,6 +82,7 @@ def test_group_names_expand() -> None:
         ("TIMETRACER_SAMPLE_RATE", "half", "a number"),
         ("TIMETRACER_MAX_BODY_BYTES", "-1", "an integer >= 0"),
         ("TIMETRACER_ERRORS_ONLY", "maybe", "true or false"),
+        ("TIMETRACER_RECORD_CLOCK", "sometimes", "true or false (also 1/0, yes/no, on/off)"),
         ("TIMETRACER_COMPRESSION", "lz4", "none|gzip|zstd"),
         ("TIMETRACER_MOCK_PLUGINS", "httpx,db", "unknown: 'db'"),
         ("OTEL_TIMETRACER_LIVE_PLUGINS", "postgres", "plugin names from aiohttp, asyncpg, http, httpx, mongo,"),

@@ -11,7 +11,12 @@
         ├── ReplayMismatchError     no recorded interaction matches the call (with the nearest candidates)
         ├── TruncatedBodyError      the recorded body was cut at the size cap, so it cannot be replayed
         ├── IncompleteBodyError     the app reads a body further than it was read when recorded
+        ├── StaleCassetteError      a test's cassette holds calls the test no longer makes
         └── NetworkBlockedError     a live connection was attempted while replaying
+
+Replaying recorded traffic as tests adds ``AppLoadError`` (the app given to ``timetracer replay`` cannot be
+loaded; in :mod:`timetracer_otel.replay.driver`) and ``ResponseDriftError`` (a replayed response differs from the
+recorded one; in :mod:`timetracer_otel._pytest_replay`), both subclasses of ``TimetracerError``.
 
 Each carries the facts it names as attributes, so tools can act on them without parsing messages.
 """
@@ -30,6 +35,7 @@ __all__ = [
     "NetworkBlockedError",
     "ReplayError",
     "ReplayMismatchError",
+    "StaleCassetteError",
     "TimetracerError",
     "TruncatedBodyError",
 ]
@@ -93,6 +99,27 @@ class ReplayMismatchError(ReplayError):
         super().__init__("\n".join(lines))
 
 
+class StaleCassetteError(ReplayError):
+    """A replayed cassette holds interactions the code never asked for: it no longer describes what runs."""
+
+    def __init__(self, path: str | Path, unused: Sequence[object]) -> None:
+        self.path = str(path)
+        self.unused = tuple(unused)
+        described = "\n".join(f"  {_describe_interaction(item)}" for item in self.unused[:10])
+        more = f"\n  ... and {len(self.unused) - 10} more" if len(self.unused) > 10 else ""
+        super().__init__(
+            f"{self.path}: {len(self.unused)} recorded interaction(s) were never used:\n{described}{more}\n"
+            "the code no longer makes these calls: record the cassette again (record mode 'rewrite')"
+        )
+
+
+def _describe_interaction(interaction: object) -> str:
+    from timetracer_otel.replay.matching import describe_request
+
+    kind = getattr(interaction, "kind", "?")
+    return describe_request(kind, getattr(interaction, "request", None))  # type: ignore[arg-type]
+
+
 class TruncatedBodyError(ReplayError):
     """The recorded body was cut at TIMETRACER_MAX_BODY_BYTES, so replaying it would hand the app wrong bytes."""
 
@@ -125,10 +152,8 @@ class IncompleteBodyError(ReplayError):
 class NetworkBlockedError(ReplayError):
     """A connection to a non-loopback address was attempted while replaying."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, hint: str | None = None) -> None:
         self.address = address
-        super().__init__(
-            f"replay blocked a live connection to {address}: replay never touches the network. "
-            "Record this call, keep its plugin live with TIMETRACER_LIVE_PLUGINS, "
-            "or turn the guard off with TIMETRACER_NETWORK_GUARD=false"
-        )
+        hint = hint or ("Record this call, keep its plugin live with TIMETRACER_LIVE_PLUGINS, "
+                        "or turn the guard off with TIMETRACER_NETWORK_GUARD=false")
+        super().__init__(f"replay blocked a live connection to {address}: replay never touches the network. {hint}")

@@ -60,7 +60,9 @@ class Runtime:
 
     @property
     def replaying(self) -> bool:
-        return self.source is not None
+        """Answering calls from cassettes: the whole process (TIMETRACER_MODE=replay), or a test's cassette
+        (the pytest plugin makes it the process's replay session while the test runs)."""
+        return self.source is not None or ReplaySession.process is not None
 
     def start(self, provider: TracerProvider | None) -> None:
         """``provider`` is None when there are no SDK spans: cassettes then carry no span tree."""
@@ -79,6 +81,11 @@ class Runtime:
             if settings.network_guard:
                 self.guard = NetworkGuard()
                 self.guard.install()
+        self.install_integrations()
+        logger.info("timetracer: %s mode, integrations: %s", settings.mode.value,
+                    ", ".join(i.name for i in self.integrations) or "none")
+
+    def install_integrations(self) -> None:
         for name, entry in {**INBOUND, **OUTBOUND}.items():
             try:
                 if importlib.util.find_spec(entry.library) is None:
@@ -96,8 +103,6 @@ class Runtime:
                                  "neither recorded nor replayed", name)
                 continue
             self.integrations.append(integration)
-        logger.info("timetracer: %s mode, integrations: %s", settings.mode.value,
-                    ", ".join(i.name for i in self.integrations) or "none")
 
     def stop(self) -> None:
         for integration in reversed(self.integrations):
@@ -167,6 +172,25 @@ def install(settings: Settings | None = None, *, instrument_libraries: bool = Tr
             if instrument_libraries:
                 _instrument_libraries()
         _Installed.runtime = runtime
+        return runtime
+
+
+def install_integrations_only() -> Runtime:
+    """The runtime cassette blocks (``timetracer_otel.testing``, the pytest plugin) work with: the integrations
+    installed, neither a recorder nor a replay source; each block makes its cassette the process's session.
+    No OpenTelemetry instrumentor is run: the integrations do not need them."""
+    with _Installed.lock:
+        runtime = _Installed.runtime
+        if runtime is None:
+            runtime = Runtime(Settings.from_env({k: v for k, v in os.environ.items() if k != "TIMETRACER_MODE"}))
+            runtime.install_integrations()
+            _Installed.runtime = runtime
+        elif runtime.recorder is not None or runtime.source is not None:
+            raise ConfigurationError("TIMETRACER_MODE", runtime.settings.mode.value,
+                                     "off (unset) while tests use cassettes: the process cannot record or replay "
+                                     "as a whole and per test at once")
+        elif not runtime.integrations:
+            runtime.install_integrations()
         return runtime
 
 

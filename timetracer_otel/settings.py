@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from timetracer_otel.cassette.model import GENERATED_SOURCES
 from timetracer_otel.errors import ConfigurationError
 from timetracer_otel.integrations.registry import OUTBOUND, expand_plugin_names, known_plugin_names
 
@@ -85,6 +86,12 @@ class Settings:
     max_buffered_bytes: int = 256 * 1024 * 1024
     #: How long shutdown waits for queued cassettes to be written.
     flush_timeout: float = 10.0
+    #: Replay: each replayed request sees the clock of its recording (docs/determinism.md).
+    replay_clock: bool = True
+    #: Record: keep the app's clock readings, so replay hands them back exactly (docs/determinism.md).
+    record_clock: bool = True
+    #: Sources of generated values recorded and replayed (``GENERATED_SOURCES``; docs/determinism.md).
+    generated: frozenset[str] = frozenset(GENERATED_SOURCES)
 
     @property
     def live_plugins(self) -> frozenset[str]:
@@ -125,6 +132,9 @@ class Settings:
             max_pending_requests=env.number("MAX_PENDING_REQUESTS", int, 1000, low=1),
             max_buffered_bytes=env.number("MAX_BUFFERED_BYTES", int, 256 * 1024 * 1024, low=1),
             flush_timeout=env.number("FLUSH_TIMEOUT_S", float, 10.0, low=0.0),
+            replay_clock=env.flag("REPLAY_CLOCK", default=True),
+            record_clock=env.flag("RECORD_CLOCK", default=True),
+            generated=env.sources("GENERATED"),
         )
 
 
@@ -148,6 +158,9 @@ VARIABLES = (
     "MAX_PENDING_REQUESTS",
     "MAX_BUFFERED_BYTES",
     "FLUSH_TIMEOUT_S",
+    "REPLAY_CLOCK",
+    "RECORD_CLOCK",
+    "GENERATED",
 )
 
 
@@ -227,6 +240,21 @@ class _Env:
             raise ConfigurationError(
                 self.name(key), value, f"plugin names from {', '.join(known_plugin_names())} (unknown: {unknown})"
             ) from None
+
+    def sources(self, key: str) -> frozenset[str]:
+        """Names of sources of generated values: unset means all of them, an empty value none."""
+        value = self.raw(key)
+        if value is None:
+            return frozenset(GENERATED_SOURCES)
+        names = [item.strip().lower() for item in value.split(",") if item.strip()]
+        unknown = [name for name in names if name not in GENERATED_SOURCES]
+        if unknown:
+            raise ConfigurationError(
+                self.name(key), value,
+                f"source names from {', '.join(GENERATED_SOURCES)}, or an empty value for none (unknown: "
+                f"{unknown[0]!r})",
+            )
+        return frozenset(names)
 
 
 _E = TypeVar("_E", bound=enum.Enum)

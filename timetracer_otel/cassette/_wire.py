@@ -98,6 +98,15 @@ class Schema(msgspec.Struct):
     schema: int
 
 
+class Generated(msgspec.Struct, gc=False):
+    uuid4: list[str] = []
+    random: list[float | int | str] = []
+    secrets: list[float | int | str] = []
+    urandom: list[str] = []
+    objectid: list[str] = []
+    clock: list[int] = []
+
+
 class Cassette(msgspec.Struct, gc=False):
     schema: int
     metadata: Metadata
@@ -106,6 +115,7 @@ class Cassette(msgspec.Struct, gc=False):
     spans: list[Span]
     response: Response | None = None
     error: Error | None = None
+    generated: Generated | None = None
 
 
 CASSETTE = msgspec.json.Decoder(Cassette)

@@ -27,12 +27,14 @@ from timetracer_otel.cassette import _wire
 from timetracer_otel.cassette.content_coding import decode_content
 from timetracer_otel.cassette.json_bodies import STYLES, structured
 from timetracer_otel.cassette.model import (
+    GENERATED_FIELDS,
     HTTP,
     SCHEMA_VERSION,
     Body,
     CallRequest,
     CallResponse,
     Cassette,
+    Generated,
     Headers,
     HttpRequest,
     HttpResponse,
@@ -154,9 +156,13 @@ def _encode_span(span: SpanSummary) -> dict[str, Any]:
     }
 
 
+def _encode_generated(generated: Generated) -> dict[str, list[Any]]:
+    return {field: list(values) for field in GENERATED_FIELDS if (values := getattr(generated, field))}
+
+
 def cassette_to_json(cassette: Cassette) -> dict[str, Any]:
     meta = cassette.metadata
-    return {
+    document: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "metadata": {
             "id": meta.id,
@@ -174,6 +180,9 @@ def cassette_to_json(cassette: Cassette) -> dict[str, Any]:
         "interactions": [_encode_interaction(i) for i in cassette.interactions],
         "spans": [_encode_span(s) for s in cassette.spans],
     }
+    if cassette.generated:  # left out when nothing was generated, as in files older than the field
+        document["generated"] = _encode_generated(cassette.generated)
+    return document
 
 
 # -- decoding ---------------------------------------------------------------------------------------------
@@ -309,6 +318,40 @@ def _interaction(item: _wire.Interaction, source: str | None) -> Interaction:
     )
 
 
+_UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
+_TEXT_FORMS = {"uuid4": (_UUID_TEXT, "a UUID in canonical form"), "urandom": (_HEX, "lowercase hexadecimal bytes"),
+               "objectid": (_OBJECT_ID, "24 lowercase hexadecimal digits")}
+
+
+def _primitive(value: float | int | str) -> bool:
+    """A value of a random generator's primitives: random() in [0, 1), getrandbits() >= 0, randbytes() as hex."""
+    if isinstance(value, float):
+        return 0.0 <= value < 1.0
+    if isinstance(value, int):
+        return value >= 0
+    return _HEX.fullmatch(value) is not None
+
+
+def _generated(generated: _wire.Generated | None) -> Generated | None:
+    if generated is None:
+        return None
+    for source, (form, expected) in _TEXT_FORMS.items():
+        for n, text in enumerate(getattr(generated, source)):
+            if form.fullmatch(text) is None:
+                raise _Reject(f"generated.{source}[{n}]", expected)
+    for source in ("random", "secrets"):
+        for n, value in enumerate(getattr(generated, source)):
+            if not _primitive(value):
+                raise _Reject(f"generated.{source}[{n}]",
+                              "a float in [0, 1), an integer >= 0 or lowercase hexadecimal bytes")
+    for n, reading in enumerate(generated.clock):
+        if reading < 0:
+            raise _Reject(f"generated.clock[{n}]", "nanoseconds since the epoch (an integer >= 0)")
+    return Generated(**{field: tuple(getattr(generated, field)) for field in GENERATED_FIELDS})
+
+
 def _cassette(document: _wire.Cassette, source: str | None) -> Cassette:
     meta, spans = document.metadata, document.spans
     try:
@@ -323,8 +366,8 @@ def _cassette(document: _wire.Cassette, source: str | None) -> Cassette:
             raise bad.under(f"interactions[{n}]") from None
     request: HttpRequest | None
     if document.request is None:
-        if meta.scope != "session":
-            raise _Reject("request", "an inbound request (only a session cassette has none)")
+        if meta.scope == "request":
+            raise _Reject("request", "an inbound request (only session and test cassettes have none)")
         request, response = None, _response(document.response, source)
     else:
         request, response = _exchange(document.request, document.response, source)
@@ -344,6 +387,7 @@ def _cassette(document: _wire.Cassette, source: str | None) -> Cassette:
         _error(document.error),
         tuple(interactions),
         tuple([SpanSummary(s.name, s.kind, s.span_id, s.parent_span_id, s.start_ms, s.duration_ms) for s in spans]),
+        _generated(document.generated),
     )
 
 

@@ -22,12 +22,15 @@ if TYPE_CHECKING:
     from timetracer_otel.cassette.json_bodies import JsonStyle
 
 __all__ = [
+    "GENERATED_FIELDS",
+    "GENERATED_SOURCES",
     "HTTP",
     "SCHEMA_VERSION",
     "Body",
     "CallRequest",
     "CallResponse",
     "Cassette",
+    "Generated",
     "Headers",
     "HttpRequest",
     "HttpResponse",
@@ -288,8 +291,40 @@ class Metadata(msgspec.Struct, frozen=True, gc=False):
     #: The request did not settle before TIMETRACER_REQUEST_TIMEOUT_S; calls after that are missing.
     incomplete: bool = False
     #: ``request`` for an inbound request's cassette; ``session`` for calls a process made outside any request
-    #: (start-up, schedulers), which has no inbound request.
+    #: (start-up, schedulers), and ``test`` for the calls one test made (the pytest plugin's cassettes): these
+    #: two have no inbound request.
     scope: str = "request"
+
+
+class Generated(msgspec.Struct, frozen=True, gc=False):
+    """What the app generated while serving the request, per source, in the order it was generated; replay
+    hands the values back in that order (see ``docs/determinism.md``).
+
+    ``uuid4`` holds canonical UUID strings; ``urandom`` (``os.urandom``) and ``objectid`` (``bson.ObjectId()``)
+    lowercase hexadecimal. ``random`` (the ``random`` module's functions) and ``secrets`` (the ``secrets``
+    module's) hold what their generator's primitives returned: a float for ``random()``, an integer for
+    ``getrandbits(k)`` (which ``randint``, ``choice``, ``shuffle`` and the others draw on), hexadecimal text for
+    ``randbytes(n)`` (``secrets.token_bytes``, ``token_hex``, ``token_urlsafe``).
+
+    ``clock`` holds the app's clock readings (``time.time()``, ``datetime.now()``...), in nanoseconds since the
+    epoch, when ``TIMETRACER_RECORD_CLOCK`` was on: replay answers the app's readings with them.
+    """
+
+    uuid4: tuple[str, ...] = ()
+    random: tuple[float | int | str, ...] = ()
+    secrets: tuple[float | int | str, ...] = ()
+    urandom: tuple[str, ...] = ()
+    objectid: tuple[str, ...] = ()
+    clock: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, field) for field in GENERATED_FIELDS)
+
+
+#: The sources of generated values, as ``TIMETRACER_GENERATED`` and the cassette's ``generated`` name them.
+GENERATED_SOURCES: tuple[str, ...] = ("uuid4", "random", "secrets", "urandom", "objectid")
+#: Every field of ``generated``: the sources and the clock readings (``TIMETRACER_RECORD_CLOCK``).
+GENERATED_FIELDS: tuple[str, ...] = Generated.__struct_fields__
 
 
 class Cassette(msgspec.Struct, frozen=True, gc=False):
@@ -301,4 +336,6 @@ class Cassette(msgspec.Struct, frozen=True, gc=False):
     error: RecordedError | None = None
     interactions: tuple[Interaction, ...] = ()
     spans: tuple[SpanSummary, ...] = ()
+    #: Values the app generated while serving the request (None: none were recorded).
+    generated: Generated | None = None
 

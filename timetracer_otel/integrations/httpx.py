@@ -17,6 +17,7 @@ from timetracer_otel.integrations._base import Integration, Patch
 from timetracer_otel.integrations._http import RecordedBody, recorded_exception, recorded_response
 from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
 from timetracer_otel.record.recording import BodyBuffer, PendingCall, RequestRecording, body_of, current_recording
+from timetracer_otel.replay.episodes import miss_goes_live
 from timetracer_otel.replay.guard import live_call
 from timetracer_otel.replay.session import replay_call
 
@@ -159,7 +160,13 @@ class HttpxIntegration(Integration):
         request: httpx.Request = args[0] if args else kwargs["request"]
         if self.mocked:
             request.read()
-            return self._replay(request)
+            with miss_goes_live():
+                return self._replay(request)
+            with live_call():  # a new episode: answered live, and recorded
+                return self._record(wrapped, request, args, kwargs)
+        return self._record(wrapped, request, args, kwargs)
+
+    def _record(self, wrapped: Any, request: httpx.Request, args: Any, kwargs: Any) -> Any:
         recording = current_recording()
         if recording is None:
             with live_call():
@@ -178,7 +185,13 @@ class HttpxIntegration(Integration):
         request: httpx.Request = args[0] if args else kwargs["request"]
         if self.mocked:
             await request.aread()
-            return self._replay(request)
+            with miss_goes_live():
+                return self._replay(request)
+            with live_call():  # a new episode: answered live, and recorded
+                return await self._record_async(wrapped, request, args, kwargs)
+        return await self._record_async(wrapped, request, args, kwargs)
+
+    async def _record_async(self, wrapped: Any, request: httpx.Request, args: Any, kwargs: Any) -> Any:
         recording = current_recording()
         if recording is None:
             with live_call():

@@ -35,7 +35,7 @@ from timetracer_otel.integrations._base import Integration, Patch
 from timetracer_otel.integrations._mongo_wire import WireResponder
 from timetracer_otel.record.captured import BSON, CapturedCallRequest, CapturedCallResponse
 from timetracer_otel.record.recording import DataCall, current_recording
-from timetracer_otel.replay.guard import live_call
+from timetracer_otel.replay.guard import allow_internal, live_call
 from timetracer_otel.replay.matching import MONGO_SESSION_FIELDS
 from timetracer_otel.replay.session import replay_call
 
@@ -377,6 +377,8 @@ class MongoIntegration(Integration):
         with self._lock:
             if self._responder is None:
                 self._responder = WireResponder(self._answer)
+                host, _, port = self._responder.address.rpartition(":")
+                allow_internal(host, int(port))
             return self._responder.address
 
     def _answer(self, request_id: int, command: dict[str, Any]) -> bytes | None:

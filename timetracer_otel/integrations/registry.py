@@ -42,6 +42,10 @@ INBOUND: dict[str, IntegrationEntry] = {
     "wsgi": IntegrationEntry("timetracer_otel.integrations.wsgi", "opentelemetry.instrumentation.wsgi"),
     "litestar": IntegrationEntry("timetracer_otel.integrations.litestar", "litestar"),
     "django": IntegrationEntry("timetracer_otel.integrations.django", "django"),
+    # Not servers, but on whenever recording or replaying too: what makes a replayed request see what its
+    # recording saw (docs/determinism.md). Their settings are TIMETRACER_REPLAY_CLOCK and TIMETRACER_GENERATED.
+    "clock": IntegrationEntry("timetracer_otel.determinism.clock", "time_machine"),
+    "generated": IntegrationEntry("timetracer_otel.determinism.generated", "uuid"),
 }
 
 #: Group names users may write instead of listing every member.

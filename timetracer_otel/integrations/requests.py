@@ -32,6 +32,7 @@ from timetracer_otel.integrations._base import Integration, Patch
 from timetracer_otel.integrations._http import RecordedBody, recorded_exception, recorded_response
 from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
 from timetracer_otel.record.recording import BodyBuffer, BuiltCall, RequestRecording, body_of, current_recording
+from timetracer_otel.replay.episodes import miss_goes_live
 from timetracer_otel.replay.guard import live_call
 from timetracer_otel.replay.session import replay_call
 
@@ -322,7 +323,13 @@ class RequestsIntegration(Integration):
             return wrapped(*args, **kwargs)
         request: PreparedRequest = args[0] if args else kwargs["request"]
         if self.mocked:
-            return self._replay(instance, request)
+            with miss_goes_live():
+                return self._replay(instance, request)
+            with live_call():  # a new episode: answered live, and recorded
+                return self._record(wrapped, request, args, kwargs)
+        return self._record(wrapped, request, args, kwargs)
+
+    def _record(self, wrapped: Any, request: PreparedRequest, args: Any, kwargs: Any) -> Any:
         recording = current_recording()
         if recording is None:
             with live_call():

@@ -140,7 +140,7 @@ class _WsgiExchange:
                 self.status = int(status[:3])
             except ValueError:
                 self.status = None
-            self.headers = headers
+            self.headers = list(headers)  # as the app gave them: a server may append to the list it got
             write = start_response(status, headers, *args)
 
             def teed_write(data: bytes) -> Any:

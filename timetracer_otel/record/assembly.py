@@ -70,6 +70,7 @@ def assemble(captured: CapturedRequest, service: str) -> Cassette:
         error=captured.error,
         interactions=tuple(_interaction(c, base) for c in sorted(captured.calls, key=lambda c: c.start_ns)),
         spans=spans,
+        generated=None if captured.generated is None else captured.generated.to_model(),
     )
 
 

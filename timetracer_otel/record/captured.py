@@ -10,7 +10,8 @@ Values cross the pipe as MessagePack, which msgspec encodes from these structs i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -19,6 +20,7 @@ from timetracer_otel.cassette.model import (
     Body,
     CallRequest,
     CallResponse,
+    Generated,
     Headers,
     HttpRequest,
     HttpResponse,
@@ -31,11 +33,13 @@ __all__ = [
     "CapturedCall",
     "CapturedCallRequest",
     "CapturedCallResponse",
+    "CapturedGenerated",
     "CapturedHttpRequest",
     "CapturedHttpResponse",
     "CapturedRequest",
     "RawHeaders",
     "SpanTuple",
+    "capture_generated",
     "decode_captured",
     "encode_captured",
     "header_pairs",
@@ -162,6 +166,62 @@ class CapturedCall(msgspec.Struct, array_like=True, frozen=True, gc=False):
     parent_span_id: int | None
 
 
+#: Integers MessagePack carries; a larger ``getrandbits`` result crosses as its decimal text.
+_MSGPACK_INTS = range(-(2**63), 2**64)
+
+
+def _primitive_out(value: Any) -> Any:
+    return str(value) if type(value) is int and value not in _MSGPACK_INTS else value
+
+
+def _primitive_in(value: Any) -> float | int | str:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, str):
+        return int(value)
+    number: float | int = value
+    return number
+
+
+class CapturedGenerated(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """Values the app generated, as the hooks kept them: ``uuid4``, ``urandom`` and ``objectid`` bytes;
+    ``random`` and ``secrets`` floats, integers and bytes (an integer beyond 64 bits as decimal text); ``clock``
+    readings in nanoseconds."""
+
+    uuid4: tuple[bytes, ...] = ()
+    random: tuple[Any, ...] = ()
+    secrets: tuple[Any, ...] = ()
+    urandom: tuple[bytes, ...] = ()
+    objectid: tuple[bytes, ...] = ()
+    #: The app's clock readings, in nanoseconds since the epoch.
+    clock: tuple[int, ...] = ()
+
+    def to_model(self) -> Generated:
+        return Generated(
+            uuid4=tuple([str(uuid.UUID(bytes=value)) for value in self.uuid4]),
+            random=tuple([_primitive_in(value) for value in self.random]),
+            secrets=tuple([_primitive_in(value) for value in self.secrets]),
+            urandom=tuple([value.hex() for value in self.urandom]),
+            objectid=tuple([value.hex() for value in self.objectid]),
+            clock=self.clock,
+        )
+
+
+def capture_generated(kept: Mapping[str, Sequence[Any]] | None) -> CapturedGenerated | None:
+    """What a recording's generation hooks kept (see ``RequestRecording.add_generated``), ready to cross to the
+    writer; None when nothing was generated."""
+    if not kept:
+        return None
+    return CapturedGenerated(
+        uuid4=tuple(kept.get("uuid4", ())),
+        random=tuple([_primitive_out(value) for value in kept.get("random", ())]),
+        secrets=tuple([_primitive_out(value) for value in kept.get("secrets", ())]),
+        urandom=tuple(kept.get("urandom", ())),
+        objectid=tuple(kept.get("objectid", ())),
+        clock=tuple(kept.get("clock", ())),
+    )
+
+
 class CapturedRequest(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """One inbound request with everything it captured, or (``request`` None) a segment of the process's
     session: calls made outside any inbound request."""
@@ -178,6 +238,8 @@ class CapturedRequest(msgspec.Struct, array_like=True, frozen=True, gc=False):
     error: RecordedError | None
     calls: tuple[CapturedCall, ...]
     spans: tuple[SpanTuple, ...]
+    #: Values the app generated while it ran (uuid4, random, ...), or None.
+    generated: CapturedGenerated | None = None
 
 
 class CaptureWriter(Protocol):

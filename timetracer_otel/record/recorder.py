@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import msgspec
 
 from timetracer_otel.cassette.model import RecordedError
-from timetracer_otel.record.captured import CapturedCall, CapturedRequest, CaptureWriter
+from timetracer_otel.record.captured import CapturedCall, CapturedRequest, CaptureWriter, capture_generated
 from timetracer_otel.record.recording import ByteBudget, PendingCall, RequestRecording, SessionRecording
 from timetracer_otel.record.tracker import RequestSpanTracker
 from timetracer_otel.settings import Settings
@@ -338,6 +338,7 @@ class Recorder:
                 error=None,
                 calls=tuple(calls),
                 spans=(),
+                generated=capture_generated(session.take_generated()),
             )
         )
 
@@ -368,25 +369,32 @@ class Recorder:
             error=error,
             calls=tuple(calls),
             spans=tuple(recording.spans),
+            generated=capture_generated(recording.take_generated()),
         )
 
     def _captured_call(self, call: PendingCall) -> CapturedCall | None:
-        try:
-            request = call.request()
-            response = call.response()
-            error = None if call.error is None else RecordedError.from_exception(call.error, call.error_details())
-        except Exception:
-            self.stats.capture_errors += 1
-            logger.exception("timetracer: could not capture a %s call; it is left out of the cassette", call.library)
-            return None
-        return CapturedCall(
-            kind=call.kind,
-            library=call.library,
-            request=request,
-            response=response,
-            error=error,
-            start_ns=call.start_ns,
-            end_ns=call.end_ns,
-            span_id=call.span_id,
-            parent_span_id=call.parent_span_id,
-        )
+        return capture_call(call, self.stats)
+
+
+def capture_call(call: PendingCall, stats: RecorderStats) -> CapturedCall | None:
+    """What a finished call captured, as it crosses to the writer; None (counted in ``stats``) if capturing
+    failed: a capture error loses the call from the cassette, never the app's request."""
+    try:
+        request = call.request()
+        response = call.response()
+        error = None if call.error is None else RecordedError.from_exception(call.error, call.error_details())
+    except Exception:
+        stats.capture_errors += 1
+        logger.exception("timetracer: could not capture a %s call; it is left out of the cassette", call.library)
+        return None
+    return CapturedCall(
+        kind=call.kind,
+        library=call.library,
+        request=request,
+        response=response,
+        error=error,
+        start_ns=call.start_ns,
+        end_ns=call.end_ns,
+        span_id=call.span_id,
+        parent_span_id=call.parent_span_id,
+    )

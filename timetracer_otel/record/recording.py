@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from timetracer_otel.record.recorder import RecorderStats
 
 __all__ = [
+    "MAX_GENERATED_VALUES",
     "BodyBuffer",
     "BuiltCall",
     "ByteBudget",
@@ -45,6 +46,12 @@ __all__ = [
     "body_of",
     "current_recording",
 ]
+
+#: The wall clock, read through a module attribute so that, while ``TIMETRACER_RECORD_CLOCK`` patches the clock,
+#: ``timetracer_otel.determinism.clock`` can give this module the unpatched function (timetracer's own readings
+#: are never the app's).
+time_ns = time.time_ns
+
 
 def current_recording() -> RequestRecording | None:
     """Where a call made here is recorded: the recording of the inbound request this code runs for, else (and
@@ -120,7 +127,7 @@ class PendingCall(ABC):
         self.kind = kind
         self.library = library
         self.error: BaseException | None = None
-        self.start_ns = time.time_ns()
+        self.start_ns = time_ns()
         self.end_ns: int | None = None
         span = trace.get_current_span()
         self.span_id = span.get_span_context().span_id
@@ -144,7 +151,7 @@ class PendingCall(ABC):
         self._ended()
 
     def _ended(self) -> None:
-        self.end_ns = time.time_ns()
+        self.end_ns = time_ns()
 
 
 class BuiltCall(PendingCall):
@@ -234,6 +241,10 @@ class _NoInbound:
 
 _NO_INBOUND = _NoInbound()
 
+#: Values kept per source and recording (the rest are generated as usual, not recorded, so replay generates
+#: them for real too): bounds what an endpoint that draws a million random numbers keeps in memory.
+MAX_GENERATED_VALUES = 10_000
+
 
 class RequestRecording:
     """Everything captured for one inbound request."""
@@ -247,6 +258,7 @@ class RequestRecording:
         "done",
         "error",
         "finalized",
+        "generated",
         "inbound",
         "last_activity",
         "open_spans",
@@ -268,14 +280,16 @@ class RequestRecording:
         self.error: BaseException | None = None
         self.calls: list[PendingCall] = []
         self.spans: list[SpanTuple] = []
+        #: Values the app generated, per source (see :meth:`add_generated`); None until the first one.
+        self.generated: dict[str, list[Any]] | None = None
         #: Ids of this request's spans that started and have not ended.
         self.open_spans: set[int] = set()
         self.done = False
         self.finalized = False
         self.trace_id: int | None = None
         self.root_span_id: int | None = None
-        self.started_at = time.time()
-        self.start_ns = time.time_ns()
+        self.start_ns = start_ns = time_ns()
+        self.started_at = start_ns / 1e9
         self.last_activity = time.monotonic()
         self.deadline = 0.0
 
@@ -296,6 +310,7 @@ class RequestRecording:
         self.buffered = 0
         self.calls = []
         self.spans = []
+        self.generated = None
         self.inbound = _NO_INBOUND
 
     def add_call(self, call: PendingCall) -> bool:
@@ -306,6 +321,26 @@ class RequestRecording:
             return False
         self.calls.append(call)
         return True
+
+    def add_generated(self, source: str, value: Any) -> None:
+        """Keep a value the app generated (``timetracer_otel.determinism``): bytes, a float or an integer, none of
+        which the garbage collector tracks. Runs for every generated value, so it only appends."""
+        kept = self.generated
+        if kept is None:
+            if self.finalized:
+                return  # written already: replay will generate it for real
+            kept = self.generated = {}
+        values = kept.get(source)
+        if values is None:
+            kept[source] = values = []
+        elif len(values) >= MAX_GENERATED_VALUES:
+            return
+        values.append(value)
+
+    def take_generated(self) -> dict[str, list[Any]] | None:
+        """The generated values kept so far, and forget them (the writer takes a session's with each segment)."""
+        kept, self.generated = self.generated, None
+        return kept
 
     def root_started(self, trace_id: int, span_id: int) -> None:
         """The request's root span started. Only the server span qualifies, and its integration reports it

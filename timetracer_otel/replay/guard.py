@@ -13,13 +13,15 @@ import contextvars
 import ipaddress
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from timetracer_otel.errors import NetworkBlockedError
 
-__all__ = ["NetworkGuard", "live_call"]
+__all__ = ["NetworkGuard", "allow_internal", "live_call"]
+
+_AF_UNIX = getattr(socket, "AF_UNIX", None)
 
 _LIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("timetracer_live_call", default=False)
 
@@ -34,7 +36,7 @@ def live_call() -> Iterator[None]:
 
 
 def _is_loopback(address: Any, family: int) -> bool:
-    if family == getattr(socket, "AF_UNIX", None):
+    if family == _AF_UNIX:
         return True
     if not isinstance(address, tuple) or not address:
         return False
@@ -53,11 +55,33 @@ def _describe(address: Any) -> str:
     return repr(address)
 
 
+class _Allowed:
+    """What the installed guard lets through."""
+
+    hosts: frozenset[str] = frozenset()
+    loopback = True
+    #: Addresses of timetracer's own in-process servers (the MongoDB replay responder): always allowed.
+    internal: ClassVar[set[tuple[str, int]]] = set()
+    #: How to let a blocked connection through, for the error message (None: the server-mode advice).
+    hint: str | None = None
+
+
+def allow_internal(host: str, port: int) -> None:
+    """Let connections to one of timetracer's own in-process servers through, even where loopback is blocked."""
+    _Allowed.internal.add((host, port))
+
+
 def _check(address: Any, family: int) -> None:
     # Exporters run with instrumentation suppressed: their telemetry is not the app's traffic.
-    if _LIVE.get() or not is_instrumentation_enabled() or _is_loopback(address, family):
+    if _LIVE.get() or not is_instrumentation_enabled():
         return
-    raise NetworkBlockedError(_describe(address))
+    if _Allowed.loopback and _is_loopback(address, family):
+        return
+    if isinstance(address, tuple) and address and (
+        str(address[0]) in _Allowed.hosts or tuple(address[:2]) in _Allowed.internal or family == _AF_UNIX
+    ):
+        return
+    raise NetworkBlockedError(_describe(address), _Allowed.hint)
 
 
 def _guard_connect(original: Any) -> Any:
@@ -105,12 +129,19 @@ def _targets() -> list[tuple[Any, str, Any]]:
 class NetworkGuard:
     """Guards every way a replaying process could open a connection; install() and uninstall() are symmetric."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, allowed_hosts: frozenset[str] = frozenset(), *, allow_loopback: bool = True, hint: str | None = None
+    ) -> None:
+        """``allowed_hosts``: names and addresses that may still be connected to; ``allow_loopback=False``
+        blocks local servers too (tests: a replayed test must not reach the developer's database); ``hint``
+        says in the error how to let a connection through."""
         self._originals: list[tuple[Any, str, Any]] = []
+        self._allowed = (allowed_hosts, allow_loopback, hint)
 
     def install(self) -> None:
         if self._originals:
             return
+        _Allowed.hosts, _Allowed.loopback, _Allowed.hint = self._allowed
         for owner, name, guard in _targets():
             original = owner.__dict__.get(name)
             guarded = guard(getattr(owner, name))
@@ -119,9 +150,12 @@ class NetworkGuard:
             self._originals.append((owner, name, original))
 
     def uninstall(self) -> None:
+        if not self._originals:
+            return
         for owner, name, original in reversed(self._originals):
             if original is None:
                 delattr(owner, name)  # it was inherited from a base class
             else:
                 setattr(owner, name, original)
         self._originals.clear()
+        _Allowed.hosts, _Allowed.loopback, _Allowed.hint = frozenset(), True, None

@@ -7,7 +7,7 @@ starting one costs the same whatever the size of the cassette.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from operator import length_hint
 
 from timetracer_otel.cassette.model import HTTP, CallRequest, HttpRequest, Interaction
@@ -22,7 +22,10 @@ from timetracer_otel.replay.matching import (
 )
 from timetracer_otel.settings import OnExhausted
 
-__all__ = ["RecordedCalls", "ReplayIndex", "request_keys"]
+__all__ = ["RecordedCalls", "ReplayIndex", "RequestKey", "request_keys"]
+
+#: Computes a call's request key: :func:`~timetracer_otel.replay.matching.request_key`, or a narrower one.
+RequestKey = Callable[[str, HttpRequest | CallRequest], Hashable]
 
 _NEAREST = 3
 # Weights for ranking near misses: a call to the same endpoint with other parameters is "nearer" than
@@ -64,11 +67,16 @@ class ReplayIndex:
         self,
         interactions: Sequence[Interaction] | RecordedCalls,
         on_exhausted: OnExhausted = OnExhausted.ERROR,
+        *,
+        key: RequestKey | None = None,
     ) -> None:
         """Pass the cassette's :class:`RecordedCalls` to start in O(1); given the interactions themselves the
-        index groups them first, which is O(n)."""
+        index groups them first, which is O(n). ``key`` computes a live call's request key (default:
+        :func:`~timetracer_otel.replay.matching.request_key`); it must be the function the recorded calls were
+        keyed with (see ``RecordedCalls(keys=...)``)."""
         self._calls = interactions if isinstance(interactions, RecordedCalls) else RecordedCalls(interactions)
         self._on_exhausted = on_exhausted
+        self._key = key or request_key
         # key -> iterator over its group, created by the first take of that key. next() on a tuple iterator
         # is atomic, so two threads of one inbound request never get the same answer.
         self._cursors: dict[Hashable, Iterator[Interaction]] = {}
@@ -81,7 +89,7 @@ class ReplayIndex:
     ) -> Interaction | None:
         """The next recorded answer to this call; None if none was recorded. Raises when every answer was used,
         unless ``repeat_last`` (or TIMETRACER_ON_EXHAUSTED=repeat_last) says to give the last one again."""
-        key = request_key(kind, request)
+        key = self._key(kind, request)
         group = self._calls.groups.get(key)
         if group is None:
             return None

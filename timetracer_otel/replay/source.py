@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
+from typing import Any
 
 from timetracer_otel.cassette.files import SESSION_FOLDER, iter_cassette_files, load_cassette
-from timetracer_otel.cassette.model import Cassette, HttpRequest
+from timetracer_otel.cassette.model import GENERATED_FIELDS, Cassette, Generated, HttpRequest
 from timetracer_otel.errors import CassetteFormatError, CassetteNotFoundError
 from timetracer_otel.replay.index import RecordedCalls
 from timetracer_otel.replay.matching import describe_http, http_differences, http_fields
@@ -54,6 +55,17 @@ def inbound_request(cassette: Cassette) -> HttpRequest:
     return cassette.request
 
 
+def _joined_generated(sessions: Iterable[Cassette]) -> Generated | None:
+    """The generated values of the session cassettes (segments, in recorded order), one after another."""
+    joined: dict[str, list[Any]] = {}
+    for session in sessions:
+        if session.generated:
+            for field in GENERATED_FIELDS:
+                joined.setdefault(field, []).extend(getattr(session.generated, field))
+    generated = Generated(**{field: tuple(values) for field, values in joined.items()})
+    return generated if generated else None
+
+
 def _session_folder_near(path: Path) -> Path | None:
     """The ``_session`` folder of the recording a cassette file belongs to: next to its day folder."""
     for parent in (path.parent, path.parent.parent):
@@ -82,9 +94,13 @@ class CassetteSource:
         """``sessions`` are the session cassettes (calls made outside requests), in recorded order."""
         self.cassettes = cassettes
         session_calls = [interaction for session in sessions or () for interaction in session.interactions]
-        #: Answers calls made outside any replayed request (start-up, connection set-up), in recorded order.
+        session_generated = _joined_generated(sessions or ())
+        #: Answers calls made outside any replayed request (start-up, connection set-up), in recorded order, and
+        #: hands back the values generated (and clock readings recorded) there, in recorded order.
         self.process_session = (
-            ReplaySession(None, on_exhausted, calls=RecordedCalls(session_calls)) if session_calls else None
+            ReplaySession(None, on_exhausted, calls=RecordedCalls(session_calls), generated=session_generated,
+                          missing_reason="the recording's session cassettes (under _session/) hold no calls")
+            if session_calls or session_generated else None
         )
         # Each cassette's calls are keyed and grouped once, here: a session for a replayed request then
         # starts in O(1), however many calls its cassette holds.
