@@ -444,3 +444,41 @@ def test_generated_ids_and_the_clock_replay_as_recorded(
     replayed.assert_outcomes(passed=1)
     recorded_answer, replayed_answer = answers.read_text().splitlines()
     assert replayed_answer == recorded_answer, "the same uuid (which the INSERT carried), time and ObjectId"
+
+
+ASGI_TRANSPORT_TESTS = '''
+import os
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+URL = os.environ["UPSTREAM_URL"]
+
+
+async def proxy(request):
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(f"{URL}/echo", params={"via": "asgi"})
+    return JSONResponse(answer.json()["query"])
+
+
+app = Starlette(routes=[Route("/proxy", proxy)])
+
+
+@pytest.mark.timetracer
+async def test_through_asgi_transport():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://app") as client:
+        assert (await client.get("/proxy")).json() == {"via": "asgi"}
+'''
+
+
+def test_an_app_driven_through_asgi_transport_replays_its_calls(project: pytest.Pytester, upstream: Upstream) -> None:
+    project.makepyfile(test_asgi_transport=ASGI_TRANSPORT_TESTS)
+    project.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    project.runpytest_subprocess("-p", "no:cacheprovider", "test_asgi_transport.py").assert_outcomes(passed=1)
+    upstream.stop()
+    replayed = project.runpytest_subprocess("-p", "no:cacheprovider", "test_asgi_transport.py")
+    replayed.assert_outcomes(passed=1)
+    assert "replayed 1, recorded 0, unused 0" in replayed.stdout.str()
