@@ -29,7 +29,6 @@ import time
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -43,7 +42,7 @@ from timetracer_otel.record.recorder import RecorderStats, capture_call
 from timetracer_otel.record.recording import ByteBudget, SessionRecording
 from timetracer_otel.replay.episodes import NewEpisodes
 from timetracer_otel.replay.guard import NetworkGuard
-from timetracer_otel.replay.index import RecordedCalls, ReplayIndex
+from timetracer_otel.replay.index import RecordedCalls, ReplayIndex, RequestKey
 from timetracer_otel.replay.matching import HttpFields, request_key
 from timetracer_otel.replay.session import ReplaySession
 from timetracer_otel.runtime import install_integrations_only
@@ -64,7 +63,7 @@ class RecordMode(enum.StrEnum):
 MATCH_ON_FIELDS = ("method", "scheme", "host", "port", "path", "query", "body")
 
 
-def _http_key(match_on: tuple[str, ...]) -> Any:
+def _http_key(match_on: tuple[str, ...]) -> RequestKey:
     def key(kind: str, request: HttpRequest | CallRequest) -> Hashable:
         fields = request_key(kind, request)
         if kind != HTTP or not isinstance(fields, HttpFields):
@@ -116,7 +115,7 @@ class CassetteUse:
     record_mode: RecordMode
     allow_playback_repeats: bool = False
     match_on: tuple[str, ...] | None = None
-    #: Hosts a replaying block may still connect to (loopback always may).
+    #: Hosts a replaying block may still connect to (every other connection is refused, loopback included).
     allow_hosts: tuple[str, ...] = ()
     #: "replay" or "record": what the block does with its cassette.
     action: str = ""
