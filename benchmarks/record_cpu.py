@@ -40,7 +40,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from record_overhead import APPS, PLAIN_OTEL, clean_env, seed_fullstack, start_upstream, stop  # noqa: E402
+from record_overhead import (  # noqa: E402
+    APPS,
+    PLAIN_OTEL,
+    SETTINGS,
+    clean_env,
+    seed_fullstack,
+    start_upstream,
+    stop,
+)
 
 #: name -> (label, under opentelemetry-instrument, timetracer mode, variant)
 CONFIGS: dict[str, tuple[str, bool, str | None, str | None]] = {
@@ -52,6 +60,8 @@ CONFIGS: dict[str, tuple[str, bool, str | None, str | None]] = {
     "c-encode": ("c''': path + capture + MessagePack", True, "record", "encodeonly"),
     "c-nodata": ("c: without capturing SQL, Redis, MongoDB", True, "record", "nodata"),
     "c-notrack": ("c: without span tracking", True, "record", "notrack"),
+    "c-noclock": ("c: TIMETRACER_RECORD_CLOCK=false", True, "record", None),
+    "c-nodeterminism": ("c: no clock readings, no generated values", True, "record", None),
 }
 PATHS = {"outbound": ("/outbound", "id=7"), "empty": ("/empty", ""), "fullstack": ("/fullstack", "id=7")}
 
@@ -161,6 +171,7 @@ def run_child(config: str, endpoint: str, upstream: int, args: argparse.Namespac
         env.update(
             TIMETRACER_MODE=mode, TIMETRACER_DIR=str(directory), TIMETRACER_MAX_PENDING_REQUESTS="1000000"
         )  # write every request: count its full cost
+        env.update(SETTINGS.get(config, {}))
     if variant:
         env["BENCH_VARIANT"] = variant
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)

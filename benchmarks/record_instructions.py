@@ -51,6 +51,7 @@ sys.path.insert(0, str(HERE))
 from record_cpu import CONFIGS  # noqa: E402
 from record_overhead import (  # noqa: E402
     ENDPOINTS,
+    SETTINGS,
     LoadGenerator,
     bench_app,
     clean_env,
@@ -104,6 +105,7 @@ def _environment(config: str, upstream: int, out: Path) -> dict[str, str]:
         env.update(
             TIMETRACER_MODE=mode, TIMETRACER_DIR=str(out / "cassettes"), TIMETRACER_MAX_PENDING_REQUESTS="1000000"
         )
+        env.update(SETTINGS.get(config, {}))
     if variant:
         env["BENCH_VARIANT"] = variant
     return env

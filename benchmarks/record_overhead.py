@@ -84,6 +84,14 @@ CONFIGS: dict[str, tuple[str, bool, str | None, str | None]] = {
     "c-nosql": ("c: record without capturing SQL calls", True, "record", "nosql"),
     "c-noredis": ("c: record without capturing Redis calls", True, "record", "noredis"),
     "c-nomongo": ("c: record without capturing MongoDB calls", True, "record", "nomongo"),
+    # Settings, not patches: what the clock and generated-value recording cost (see SETTINGS).
+    "c-noclock": ("c: record with TIMETRACER_RECORD_CLOCK=false", True, "record", None),
+    "c-nodeterminism": ("c: record with neither clock readings nor generated values", True, "record", None),
+}
+#: config name -> the TIMETRACER_* settings it runs with besides the mode and directory.
+SETTINGS: dict[str, dict[str, str]] = {
+    "c-noclock": {"TIMETRACER_RECORD_CLOCK": "false"},
+    "c-nodeterminism": {"TIMETRACER_RECORD_CLOCK": "false", "TIMETRACER_GENERATED": ""},
 }
 ENDPOINTS = {"outbound": "/outbound?id=7", "empty": "/empty", "fullstack": "/fullstack?id=7"}
 #: Outbound calls a good cassette of each endpoint holds (/fullstack: 1 HTTP, BEGIN + 3 SQL + ROLLBACK, 2 Redis,
@@ -375,6 +383,7 @@ def server_launch(
         assert cassette_dir is not None, f"{config} records: it needs a cassette directory"
         env["TIMETRACER_MODE"] = mode
         env["TIMETRACER_DIR"] = str(cassette_dir)
+        env.update(SETTINGS.get(config, {}))
     if variant:
         env["BENCH_VARIANT"] = variant
     return command, env
