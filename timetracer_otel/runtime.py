@@ -6,11 +6,13 @@ it too). Installing again returns the runtime already installed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 
 from opentelemetry import trace
@@ -103,6 +105,19 @@ class Runtime:
                                  "neither recorded nor replayed", name)
                 continue
             self.integrations.append(integration)
+
+    @contextlib.contextmanager
+    def answering(self, source: CassetteSource | None) -> Iterator[None]:
+        """Inside the block, inbound requests are replayed from ``source`` and calls outside them from its
+        session cassettes; the previous source is back afterwards. ``timetracer replay`` gives each recorded
+        request a source holding only its own cassette this way."""
+        saved = self.source, ReplaySession.process
+        self.source = source
+        ReplaySession.process = source.process_session if source is not None else None
+        try:
+            yield
+        finally:
+            self.source, ReplaySession.process = saved
 
     def stop(self) -> None:
         for integration in reversed(self.integrations):

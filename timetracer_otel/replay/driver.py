@@ -243,10 +243,12 @@ class LiveResponse:
 
 
 class _OneCassette(CassetteSource):
-    """Every request replays this one cassette; keeps the sessions it hands out, to see what went unused."""
+    """Every request replays this one cassette; keeps the sessions it hands out, to see what went unused. Calls
+    outside requests are answered by ``process_session``: the recording's session cassettes."""
 
-    def __init__(self, cassette: Cassette, on_exhausted: OnExhausted) -> None:
+    def __init__(self, cassette: Cassette, on_exhausted: OnExhausted, process_session: ReplaySession | None) -> None:
         super().__init__([cassette], single=True, on_exhausted=on_exhausted)
+        self.process_session = process_session
         self.sessions: list[ReplaySession] = []
 
     def session_for(self, request: HttpRequest) -> ReplaySession:
@@ -551,14 +553,9 @@ class AppDriver:
     def _answering(self, source: CassetteSource | None) -> Iterator[None]:
         """Calls made in this block are answered from ``source`` (and, outside requests, from our session
         cassettes)."""
-        runtime = self._runtime
-        assert runtime is not None and self._base is not None
-        saved = runtime.source, ReplaySession.process
-        runtime.source, ReplaySession.process = source, self._base.process_session
-        try:
+        assert self._runtime is not None
+        with self._runtime.answering(source):
             yield
-        finally:
-            runtime.source, ReplaySession.process = saved
 
     def replay(self, cassette: Cassette) -> LiveResponse:
         """Send the cassette's recorded request to the app, its outbound calls answered from that cassette."""
@@ -566,7 +563,8 @@ class AppDriver:
         if request is None or self._runtime is None:
             raise ValueError("replay() needs a started driver and a request cassette (see unreplayable())")
         body = request.body.data if request.body is not None else b""
-        source = _OneCassette(cassette, self.settings.on_exhausted)
+        assert self._base is not None
+        source = _OneCassette(cassette, self.settings.on_exhausted, self._base.process_session)
         self._raised.errors.clear()
         with self._answering(source):
             if self._runner is not None:
