@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "fastapi_httpx"
@@ -106,3 +106,13 @@ class Server(ServerProcess):
         if instrument:
             command = [str(BIN / "opentelemetry-instrument"), *command]
         super().__init__(command, port=port, cwd=cwd, log=log, env=env)
+
+
+#: A response as a comparison sees it: status, headers in order, body.
+Answer = tuple[int, list[tuple[str, str]], bytes]
+
+
+def answer(response: Any) -> Answer:
+    """An ``httpx.Response`` less what differs per run: the date, and the server's own name (not the app's)."""
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in ("date", "server")]
+    return response.status_code, headers, response.content

@@ -3,6 +3,7 @@ the ORM on PostgreSQL (psycopg) and on SQLite; recorded against live services, r
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.servers import BIN, ROOT, Server, ServerProcess, free_port
+from tests.servers import BIN, ROOT, Answer, Server, ServerProcess, answer, free_port
 from tests.services import POSTGRES_DSN
 from timetracer_otel import load_cassette
 from timetracer_otel.cassette.files import iter_cassette_files
@@ -22,8 +23,6 @@ pytestmark = pytest.mark.slow
 
 DJANGO_EXAMPLE = ROOT / "examples" / "django_app"
 _POSTGRES = urlsplit(POSTGRES_DSN)
-
-Answer = tuple[int, list[tuple[str, str]], bytes]
 
 
 @dataclass(frozen=True)
@@ -60,8 +59,6 @@ def _migrate(env: Mapping[str, str]) -> None:
 
 
 def _base_env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith(("TIMETRACER_", "OTEL_", "SHOP_"))}
 
 
@@ -71,23 +68,18 @@ def shop_upstream(tmp_path: Path) -> Iterator[Server]:
         yield server
 
 
-def _answer(response: httpx.Response) -> Answer:
-    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in ("date", "server")]
-    return response.status_code, headers, response.content
-
-
 def _exchange(base: str) -> list[Answer]:
     with httpx.Client(base_url=base, timeout=15) as client:
         return [
-            _answer(client.get("/products/1/")),
-            _answer(client.get("/async/products/2/")),
-            _answer(client.post("/orders/", json={"product": 1, "quantity": 2})),
-            _answer(client.post("/orders/", json={"product": 2, "quantity": 99})),
-            _answer(client.get("/products/999/")),
-            _answer(client.get("/report/")),
-            _answer(client.get("/boom/")),
+            answer(client.get("/products/1/")),
+            answer(client.get("/async/products/2/")),
+            answer(client.post("/orders/", json={"product": 1, "quantity": 2})),
+            answer(client.post("/orders/", json={"product": 2, "quantity": 99})),
+            answer(client.get("/products/999/")),
+            answer(client.get("/report/")),
+            answer(client.get("/boom/")),
             # Over Django's DATA_UPLOAD_MAX_MEMORY_SIZE: request.body refuses it, with or without recording.
-            _answer(client.post("/orders/", content=b"x" * (3 * 1024 * 1024))),
+            answer(client.post("/orders/", content=b"x" * (3 * 1024 * 1024))),
         ]
 
 

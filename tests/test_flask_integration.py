@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import BIN, EXAMPLE, ROOT, Server, ServerProcess, free_port
+from tests.servers import BIN, EXAMPLE, ROOT, Answer, Server, ServerProcess, answer, free_port
 from timetracer_otel import load_cassette
 from timetracer_otel.cassette.files import iter_cassette_files
 from timetracer_otel.cassette.model import Cassette
@@ -44,27 +44,18 @@ def _replay_env(directory: Path, upstream: Server) -> dict[str, str]:
     return {"TIMETRACER_MODE": "replay", "TIMETRACER_CASSETTE": str(directory), "UPSTREAM_URL": upstream.url}
 
 
-Answer = tuple[int, list[tuple[str, str]], bytes]
-
-
-def _answer(response: httpx.Response) -> Answer:
-    # Date changes between runs, and the server's own name is not the app's answer.
-    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in ("date", "server")]
-    return response.status_code, headers, response.content
-
-
 def _flask_exchange(base: str) -> list[Answer]:
     with httpx.Client(base_url=base, timeout=10) as client:
         return [
-            _answer(client.get("/users/42")),
-            _answer(client.post("/checkout", json={"item": 3, "quantity": 2})),
-            _answer(client.post("/form", data={"item": "5", "colour": "blue"}, files={"note": ("n.txt", b"hi")})),
-            _answer(client.post("/form", data={"item": "6", "colour": "red"})),
-            _answer(client.get("/stream")),
+            answer(client.get("/users/42")),
+            answer(client.post("/checkout", json={"item": 3, "quantity": 2})),
+            answer(client.post("/form", data={"item": "5", "colour": "blue"}, files={"note": ("n.txt", b"hi")})),
+            answer(client.post("/form", data={"item": "6", "colour": "red"})),
+            answer(client.get("/stream")),
             # A chunked request body (no Content-Length): the dev server de-chunks it for the app.
-            _answer(client.post("/checkout", content=iter([b'{"item": ', b'4}']),
+            answer(client.post("/checkout", content=iter([b'{"item": ', b'4}']),
                                 headers={"content-type": "application/json"})),
-            _answer(client.get("/boom")),
+            answer(client.get("/boom")),
         ]
 
 
@@ -135,7 +126,7 @@ def test_flask_replay_miss_is_explained(tmp_path: Path, upstream: Server) -> Non
 
 def _plain_exchange(base: str) -> list[Answer]:
     with httpx.Client(base_url=base, timeout=10) as client:
-        return [_answer(client.get("/users/9")), _answer(client.post("/echo", json={"item": 2}))]
+        return [answer(client.get("/users/9")), answer(client.post("/echo", json={"item": 2}))]
 
 
 def test_plain_wsgi_middleware_record_then_replay(tmp_path: Path, upstream: Server) -> None:

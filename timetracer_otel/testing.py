@@ -42,7 +42,7 @@ from timetracer_otel.record.recorder import RecorderStats, capture_call
 from timetracer_otel.record.recording import ByteBudget, SessionRecording
 from timetracer_otel.replay.episodes import NewEpisodes
 from timetracer_otel.replay.guard import NetworkGuard
-from timetracer_otel.replay.index import RecordedCalls, ReplayIndex, RequestKey
+from timetracer_otel.replay.index import RecordedCalls, RequestKey
 from timetracer_otel.replay.matching import HttpFields, request_key
 from timetracer_otel.replay.session import ReplaySession
 from timetracer_otel.runtime import install_integrations_only
@@ -88,11 +88,9 @@ class _TestSession(ReplaySession):
     with the explanation."""
 
     def __init__(self, use: CassetteUse, cassette: Cassette, on_exhausted: OnExhausted) -> None:
-        super().__init__(cassette, on_exhausted, calls=RecordedCalls(()))
         key = _http_key(use.match_on) if use.match_on else request_key
-        interactions = cassette.interactions
-        calls = RecordedCalls(interactions, [key(i.kind, i.request) for i in interactions])
-        self.index = ReplayIndex(calls, on_exhausted, key=key)
+        calls = RecordedCalls(cassette.interactions, [key(i.kind, i.request) for i in cassette.interactions])
+        super().__init__(cassette, on_exhausted, calls=calls, key=key)
         self._use = use
         self.answering = f"answered from the test's cassette {use.path}"
 

@@ -9,24 +9,63 @@ server span reads it back and puts the state into the OpenTelemetry context agai
 from __future__ import annotations
 
 import contextvars
-from typing import Any, Protocol
+from abc import ABC, abstractmethod
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Span
 
 from timetracer_otel.integrations._base import Integration
-from timetracer_otel.record.recording import RequestRecording
+from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
+from timetracer_otel.record.recording import BodyBuffer, RequestRecording
 from timetracer_otel.replay.session import ReplaySession
 
-__all__ = ["SERVING", "RequestState", "RoutedExchange", "Serving", "track_server_span"]
+__all__ = ["SERVING", "InboundExchange", "RequestState", "Serving", "track_server_span"]
 
 RequestState = RequestRecording | ReplaySession | None
 
 
-class RoutedExchange(Protocol):
-    """A recorded exchange whose route template a framework bridge fills in once routing has happened."""
+_NO_BODY = CapturedBody(b"", 0)
 
-    route: str | None
+
+class InboundExchange(ABC):
+    """What one recorded inbound request captured (ASGI or WSGI); builds the cassette's request and response on
+    the writer thread.
+
+    Slotted objects rather than closures: all of this lives until the cassette is written, and each closure
+    and cell would be one more object for the garbage collector to promote and scan.
+    """
+
+    __slots__ = ("headers", "request_body", "response_body", "route", "status")
+
+    def __init__(self, recording: RequestRecording, limit: int, *, has_body: bool) -> None:
+        self.status: int | None = None
+        self.headers: Any = ()
+        #: Set by a framework bridge once routing has happened (Flask, Django), else read from the request.
+        self.route: str | None = None
+        #: None when the request has no body: then the app may rightly never read it.
+        self.request_body = BodyBuffer(limit, recording) if has_body else None
+        self.response_body = BodyBuffer(limit, recording)
+
+    @abstractmethod
+    def _request(self, body: CapturedBody) -> CapturedHttpRequest:
+        """The inbound request as the server described it, with this body."""
+
+    @abstractmethod
+    def _http_version(self) -> str | None: ...
+
+    def request(self) -> CapturedHttpRequest:
+        return self._request(_NO_BODY if self.request_body is None else self.request_body.to_body())
+
+    def response(self) -> CapturedHttpResponse | None:
+        if self.status is None:
+            return None
+        return CapturedHttpResponse(
+            status=self.status,
+            headers=self.headers or (),
+            body=self.response_body.to_body(),
+            http_version=self._http_version(),
+        )
 
 
 class Serving:
@@ -36,7 +75,7 @@ class Serving:
 
     __slots__ = ("carrier", "exchange", "request_ctx", "state", "token")
 
-    def __init__(self, carrier: Any, state: RequestState, exchange: RoutedExchange | None) -> None:
+    def __init__(self, carrier: Any, state: RequestState, exchange: InboundExchange | None) -> None:
         self.carrier = carrier
         self.state = state
         self.exchange = exchange

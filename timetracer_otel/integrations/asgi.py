@@ -21,9 +21,9 @@ from opentelemetry import context as otel_context
 
 from timetracer_otel._context import attach_request_state
 from timetracer_otel.integrations._base import Integration, Patch
-from timetracer_otel.integrations._serving import SERVING, Serving, track_server_span
-from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
-from timetracer_otel.record.recording import BodyBuffer, RequestRecording
+from timetracer_otel.integrations._serving import SERVING, InboundExchange, Serving, track_server_span
+from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest
+from timetracer_otel.record.recording import RequestRecording
 
 __all__ = ["AsgiIntegration", "serve_asgi"]
 
@@ -80,29 +80,19 @@ def inbound_request(scope: Scope, body: CapturedBody | None, route: str | None =
     )
 
 
-class _InboundExchange:
-    """What one recorded request captured; builds the cassette's request and response on the writer thread.
+class _InboundExchange(InboundExchange):
+    """An ASGI request's exchange: the scope it was served with."""
 
-    Slotted objects rather than closures: all of this lives until the cassette is written, and each closure
-    and cell would be one more object for the garbage collector to promote and scan.
-    """
-
-    __slots__ = ("headers", "received_path", "request_body", "response_body", "route", "scope", "status")
+    __slots__ = ("received_path", "scope")
 
     def __init__(self, scope: Scope, recording: RequestRecording, limit: int) -> None:
+        super().__init__(recording, limit, has_body=_has_body(scope))
         #: The live scope while the request runs (the router sets its route; a hard timeout may write the
         #: request early), then only the parts :func:`inbound_request` reads (see :meth:`release_scope`).
         self.scope = scope
         #: The path as the server handed it in: routers rewrite the scope's (a mount moves its prefix into
         #: ``root_path``; Litestar may strip a trailing slash), and replay looks the request up as received.
         self.received_path = (scope.get("root_path", ""), scope.get("path", "/"))
-        #: Set by a framework bridge that knows the route better than the scope does (Django).
-        self.route: str | None = None
-        self.status: int | None = None
-        self.headers: Any = ()
-        #: None when the request has no body: then the app may rightly never call receive().
-        self.request_body = BodyBuffer(limit, recording) if _has_body(scope) else None
-        self.response_body = BodyBuffer(limit, recording)
 
     def release_scope(self) -> None:
         """Keep only what the cassette needs: the scope holds the app's whole request graph, which would
@@ -112,22 +102,13 @@ class _InboundExchange:
         self.scope = {key: scope[key] for key in _REQUEST_KEYS if key in scope}
         self.scope["root_path"], self.scope["path"] = self.received_path
 
-    def request(self) -> CapturedHttpRequest:
-        body = _NO_BODY if self.request_body is None else self.request_body.to_body()
+    def _request(self, body: CapturedBody) -> CapturedHttpRequest:
         return inbound_request(self.scope, body, self.route)
 
-    def response(self) -> CapturedHttpResponse | None:
-        if self.status is None:
-            return None
-        return CapturedHttpResponse(
-            status=self.status,
-            headers=self.headers or (),
-            body=self.response_body.to_body(),
-            http_version=self.scope.get("http_version"),
-        )
+    def _http_version(self) -> str | None:
+        return self.scope.get("http_version")
 
 
-_NO_BODY = CapturedBody(b"", 0)
 
 
 class _Tee:

@@ -25,8 +25,8 @@ from opentelemetry import context as otel_context
 
 from timetracer_otel._context import attach_request_state
 from timetracer_otel.integrations._base import Integration, Patch
-from timetracer_otel.integrations._serving import SERVING, RequestState, Serving, track_server_span
-from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest, CapturedHttpResponse
+from timetracer_otel.integrations._serving import SERVING, InboundExchange, RequestState, Serving, track_server_span
+from timetracer_otel.record.captured import CapturedBody, CapturedHttpRequest
 from timetracer_otel.record.recorder import Recorder
 from timetracer_otel.record.recording import BodyBuffer, RequestRecording
 
@@ -41,7 +41,6 @@ _ENVIRON_KEYS = frozenset({
     "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "wsgi.url_scheme",
 })
 
-_NO_BODY = CapturedBody(b"", 0)
 
 
 def _snapshot(environ: Environ) -> dict[str, Any]:
@@ -106,33 +105,20 @@ def inbound_request(environ: Environ, body: CapturedBody | None, route: str | No
     )
 
 
-class _WsgiExchange:
-    """What one recorded request captured; builds the cassette's request and response on the writer thread."""
+class _WsgiExchange(InboundExchange):
+    """A WSGI request's exchange: the environ as the server handed it in."""
 
-    __slots__ = ("environ", "headers", "request_body", "response_body", "route", "status")
+    __slots__ = ("environ",)
 
     def __init__(self, environ: Environ, recording: RequestRecording, limit: int) -> None:
+        super().__init__(recording, limit, has_body=_has_body(environ))
         self.environ = _snapshot(environ)
-        self.status: int | None = None
-        self.headers: Any = ()
-        self.route: str | None = None
-        #: None when the request has no body: then the app may rightly never read wsgi.input.
-        self.request_body = BodyBuffer(limit, recording) if _has_body(environ) else None
-        self.response_body = BodyBuffer(limit, recording)
 
-    def request(self) -> CapturedHttpRequest:
-        body = _NO_BODY if self.request_body is None else self.request_body.to_body()
+    def _request(self, body: CapturedBody) -> CapturedHttpRequest:
         return inbound_request(self.environ, body, self.route)
 
-    def response(self) -> CapturedHttpResponse | None:
-        if self.status is None:
-            return None
-        return CapturedHttpResponse(
-            status=self.status,
-            headers=self.headers or (),
-            body=self.response_body.to_body(),
-            http_version=str(self.environ.get("SERVER_PROTOCOL", "")).removeprefix("HTTP/") or None,
-        )
+    def _http_version(self) -> str | None:
+        return str(self.environ.get("SERVER_PROTOCOL", "")).removeprefix("HTTP/") or None
 
     def start_response(self, start_response: StartResponse) -> StartResponse:
         def teed_start_response(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:

@@ -21,7 +21,7 @@ from timetracer_otel.cassette.model import (
     Interaction,
 )
 from timetracer_otel.errors import ReplayMismatchError
-from timetracer_otel.replay.index import RecordedCalls, ReplayIndex
+from timetracer_otel.replay.index import RecordedCalls, ReplayIndex, RequestKey
 from timetracer_otel.replay.matching import describe_request
 from timetracer_otel.settings import OnExhausted
 
@@ -75,13 +75,16 @@ class ReplaySession:
         missing_reason: str = "",
         calls: RecordedCalls | None = None,
         generated: Generated | None = None,
+        *,
+        key: RequestKey | None = None,
     ) -> None:
+        """``key`` narrows how calls are matched (it must be the function ``calls`` were keyed with)."""
         self.cassette = cassette
         self._recorded_generated = generated if generated is not None or cassette is None else cassette.generated
         self.missing_reason = missing_reason
         if calls is None:
             calls = RecordedCalls(cassette.interactions if cassette else ())
-        self.index = ReplayIndex(calls, on_exhausted)
+        self.index = ReplayIndex(calls, on_exhausted, key=key)
         #: When this session started, on the monotonic clock: the replayed clock (:meth:`clock_ns`) runs from the
         #: cassette's ``recorded_at`` at that instant.
         self.started_ns = time.monotonic_ns()
