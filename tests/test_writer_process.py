@@ -29,6 +29,7 @@ from timetracer_otel.cassette.model import (
     SpanSummary,
 )
 from timetracer_otel.exporters.file import FileExporter
+from timetracer_otel.exporters.spec import ExporterSpec
 from timetracer_otel.record import writer_process
 from timetracer_otel.record._writer_main import serve
 from timetracer_otel.record.assembly import AssemblingWriter, assemble
@@ -137,7 +138,7 @@ def test_captured_requests_cross_to_the_writer_process_unchanged() -> None:
 
 def test_batches_are_encoded_and_written_by_the_writer_process(tmp_path: Path) -> None:
     big = b'{"blob":"' + b"x" * 100_000 + b'"}'
-    with closing(WriterProcess(tmp_path, Compression.GZIP, "test")) as writer:
+    with closing(WriterProcess(ExporterSpec("test", Compression.GZIP, tmp_path))) as writer:
         writer.store_batch([_captured(), _captured(27, big)])
         assert writer.drain(10) == (2, 0)
         assert writer._process is not None and writer._process.pid != os.getpid()
@@ -157,7 +158,7 @@ def test_batches_are_encoded_and_written_by_the_writer_process(tmp_path: Path) -
 
 def test_a_cassette_that_cannot_be_stored_fails_alone(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "2026-11-27").write_text("a file where the day's folder would go")
-    with closing(WriterProcess(tmp_path, Compression.NONE, "test")) as writer:
+    with closing(WriterProcess(ExporterSpec("test", Compression.NONE, tmp_path))) as writer:
         writer.store_batch([_captured(27), _captured(28)])
         assert writer.drain(10) == (1, 1)
     assert (tmp_path / "2026-11-28/POST__checkout__0123456789ab.json").is_file()
@@ -177,7 +178,7 @@ def test_a_frame_the_writer_process_cannot_decode_is_counted_as_failed(tmp_path:
 
 def test_a_writer_process_that_died_between_batches_is_replaced(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    with closing(WriterProcess(tmp_path, Compression.NONE, "test")) as writer:
+    with closing(WriterProcess(ExporterSpec("test", Compression.NONE, tmp_path))) as writer:
         writer.store_batch([_captured(26)])
         assert writer.drain(10) == (1, 0)
         assert writer._process is not None
@@ -192,7 +193,7 @@ def test_a_writer_process_that_died_between_batches_is_replaced(tmp_path: Path,
 
 def test_a_batch_the_writer_process_did_not_take_is_written_here(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    with closing(WriterProcess(tmp_path, Compression.NONE, "test")) as writer:
+    with closing(WriterProcess(ExporterSpec("test", Compression.NONE, tmp_path))) as writer:
         writer.store_batch([_captured(26)])
         assert writer.drain(10) == (1, 0)
         assert writer._process is not None and writer._process.stdin is not None
@@ -205,7 +206,7 @@ def test_a_batch_the_writer_process_did_not_take_is_written_here(tmp_path: Path,
 
 
 def test_batches_in_flight_when_the_writer_process_dies_are_written_here(tmp_path: Path) -> None:
-    with closing(WriterProcess(tmp_path, Compression.NONE, "test")) as writer:
+    with closing(WriterProcess(ExporterSpec("test", Compression.NONE, tmp_path))) as writer:
         writer.store_batch([_captured(25)])
         assert writer.drain(10) == (1, 0)
         process = writer._process
@@ -223,7 +224,7 @@ def test_batches_in_flight_when_the_writer_process_dies_are_written_here(tmp_pat
 def test_a_hung_writer_process_is_replaced_by_writing_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(writer_process, "_STALLED_SECONDS", 0.5)
-    with closing(WriterProcess(tmp_path, Compression.NONE, "test")) as writer:
+    with closing(WriterProcess(ExporterSpec("test", Compression.NONE, tmp_path))) as writer:
         writer.store_batch([_captured(20)])
         assert writer._process is not None
         os.kill(writer._process.pid, signal.SIGSTOP)

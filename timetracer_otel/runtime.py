@@ -14,12 +14,15 @@ import os
 import threading
 from collections.abc import Iterator
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from timetracer_otel.errors import ConfigurationError
+from timetracer_otel.exporters.spec import ExporterSpec
 from timetracer_otel.integrations._base import Integration
 from timetracer_otel.integrations.registry import INBOUND, OUTBOUND
 from timetracer_otel.record.recorder import Recorder, RecorderStats
@@ -71,14 +74,17 @@ class Runtime:
         settings = self.settings
         if settings.mode is Mode.RECORD:
             _check_compression(settings)
-            writer = WriterProcess(settings.directory, settings.compression, settings.service)
+            _check_s3(settings)
+            writer = WriterProcess(ExporterSpec.from_settings(settings))
+            if settings.s3_destination is not None:
+                writer.start()
             self.recorder = Recorder(settings, writer)
             if provider is not None:
                 provider.add_span_processor(self.recorder.tracker)
             if not _Installed.flushes_on_sigterm:
                 _Installed.flushes_on_sigterm = flush_on_sigterm(_shut_down_recorder)
         elif settings.mode is Mode.REPLAY:
-            self.source = CassetteSource.open(settings.replay_source, settings.on_exhausted)
+            self.source = CassetteSource.open(_local_replay_source(settings), settings.on_exhausted)
             ReplaySession.process = self.source.process_session
             if settings.network_guard:
                 self.guard = NetworkGuard()
@@ -136,6 +142,27 @@ def _check_compression(settings: Settings) -> None:
         raise ConfigurationError(
             "TIMETRACER_COMPRESSION", "zstd", "gzip or none, or install zstandard: pip install 'timetracer-otel[zstd]'"
         )
+
+
+def _check_s3(settings: Settings) -> None:
+    if settings.s3_destination is not None and importlib.util.find_spec("boto3") is None:
+        raise ConfigurationError("TIMETRACER_DIR", str(settings.s3_destination),
+                                 "a local folder, or install boto3 for S3: pip install 'timetracer-otel[s3]'")
+
+
+def _local_replay_source(settings: Settings) -> Path:
+    """The replay source on disk: an ``s3://`` source is pulled into the local cache first (before the
+    network guard is installed), and only what changed is fetched again."""
+    source = settings.replay_source
+    if isinstance(source, Path):
+        return source
+    from timetracer_otel.s3.cache import materialize
+    from timetracer_otel.s3.client import make_client
+
+    with suppress_instrumentation():
+        local = materialize(make_client(settings.s3), source, settings.s3)
+    logger.info("timetracer: replaying %s from its local copy %s", source, local)
+    return local
 
 
 def _sdk_provider() -> TracerProvider | None:

@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from timetracer_otel.cassette.model import GENERATED_SOURCES
+from timetracer_otel.cassette.naming import service_folder
 from timetracer_otel.errors import ConfigurationError
 from timetracer_otel.integrations.registry import OUTBOUND, expand_plugin_names, known_plugin_names
+from timetracer_otel.s3.client import SSE_MODES, S3Options
+from timetracer_otel.s3.location import S3Location, is_s3_url
 
-__all__ = ["Compression", "Mode", "OnExhausted", "Settings"]
+__all__ = ["Compression", "Mode", "OnExhausted", "Settings", "Storage", "s3_options_from_env"]
 
 logger = logging.getLogger("timetracer")
 
@@ -55,6 +58,13 @@ class Compression(enum.StrEnum):
     ZSTD = "zstd"
 
 
+class Storage(enum.StrEnum):
+    """Where record mode writes cassettes."""
+
+    FILE = "file"
+    S3 = "s3"
+
+
 class OnExhausted(enum.StrEnum):
     """What replay does when every recorded answer for a request key has been used."""
 
@@ -66,8 +76,13 @@ class OnExhausted(enum.StrEnum):
 class Settings:
     mode: Mode = Mode.OFF
     directory: Path = Path("cassettes")
-    #: Replay source: a cassette file or a directory of cassettes (defaults to ``directory``).
-    cassette: Path | None = None
+    #: Record to this bucket and prefix instead of ``directory`` (``TIMETRACER_DIR=s3://...``).
+    s3_destination: S3Location | None = None
+    #: Replay source: a cassette file, a directory of cassettes, or an S3 key or prefix (defaults to where
+    #: record mode writes).
+    cassette: Path | S3Location | None = None
+    #: How S3 is reached and written (endpoint, region, encryption, spill and cache folders).
+    s3: S3Options = field(default_factory=S3Options)
     sample_rate: float = 1.0
     errors_only: bool = False
     exclude_paths: tuple[str, ...] = DEFAULT_EXCLUDE_PATHS
@@ -98,8 +113,16 @@ class Settings:
         return frozenset(OUTBOUND) - self.mocked_plugins
 
     @property
-    def replay_source(self) -> Path:
-        return self.cassette if self.cassette is not None else self.directory
+    def storage(self) -> Storage:
+        return Storage.FILE if self.s3_destination is None else Storage.S3
+
+    @property
+    def replay_source(self) -> Path | S3Location:
+        if self.cassette is not None:
+            return self.cassette
+        if self.s3_destination is None:
+            return self.directory
+        return self.s3_destination.child(service_folder(self.service))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -114,10 +137,13 @@ class Settings:
                 f"plugins that are not also mocked (both name {', '.join(sorted(mocked & live))})",
             )
         mocked_plugins = (mocked if mocked is not None else frozenset(OUTBOUND)) - (live or frozenset())
+        directory = env.raw("DIR") or "cassettes"
         return cls(
             mode=env.choice("MODE", Mode, Mode.OFF),
-            directory=Path(env.raw("DIR") or "cassettes"),
-            cassette=Path(raw) if (raw := env.raw("CASSETTE")) else None,
+            directory=Path("cassettes") if is_s3_url(directory) else Path(directory),
+            s3_destination=env.s3_destination(directory),
+            cassette=env.location("CASSETTE"),
+            s3=env.s3_options(),
             sample_rate=env.number("SAMPLE_RATE", float, 1.0, low=0.0, high=1.0),
             errors_only=env.flag("ERRORS_ONLY", default=False),
             exclude_paths=env.patterns("EXCLUDE_PATHS", DEFAULT_EXCLUDE_PATHS),
@@ -136,6 +162,12 @@ class Settings:
             record_clock=env.flag("RECORD_CLOCK", default=True),
             generated=env.sources("GENERATED"),
         )
+
+
+def s3_options_from_env(environ: Mapping[str, str] | None = None) -> S3Options:
+    """The ``TIMETRACER_S3_*`` options alone, validated as :meth:`Settings.from_env` does: for commands that
+    need S3 but none of the other settings."""
+    return _Env(os.environ if environ is None else environ).s3_options()
 
 
 #: Every variable name (without prefix) ``Settings.from_env`` reads; exported as CLI flags too.
@@ -161,6 +193,16 @@ VARIABLES = (
     "REPLAY_CLOCK",
     "RECORD_CLOCK",
     "GENERATED",
+    "STORAGE",
+    "S3_BUCKET",
+    "S3_PREFIX",
+    "S3_REGION",
+    "S3_ENDPOINT_URL",
+    "S3_SSE",
+    "S3_SSE_KMS_KEY_ID",
+    "S3_SPILL_DIR",
+    "S3_SPILL_MAX_BYTES",
+    "S3_CACHE_DIR",
 )
 
 
@@ -255,6 +297,62 @@ class _Env:
                 f"{unknown[0]!r})",
             )
         return frozenset(names)
+
+
+    def s3_url(self, key: str, value: str) -> S3Location:
+        try:
+            return S3Location.parse(value)
+        except ValueError as error:
+            raise ConfigurationError(self.name(key), value, f"s3://bucket/prefix ({error})") from None
+
+    def location(self, key: str) -> Path | S3Location | None:
+        """A local path or an ``s3://`` URL."""
+        value = self.raw(key)
+        if not value:
+            return None
+        return self.s3_url(key, value) if is_s3_url(value) else Path(value)
+
+    def s3_destination(self, directory: str) -> S3Location | None:
+        """Where record mode writes in S3: ``TIMETRACER_DIR=s3://...``, or ``TIMETRACER_STORAGE=s3`` with
+        ``TIMETRACER_S3_BUCKET`` (and ``_PREFIX``); None for local files."""
+        storage = self.choice("STORAGE", Storage, Storage.S3 if is_s3_url(directory) else Storage.FILE)
+        if storage is Storage.FILE:
+            if is_s3_url(directory):
+                raise ConfigurationError(self.name("STORAGE"), self.raw("STORAGE") or "",
+                                         f"s3 (or unset) when {self.name('DIR')} is an s3:// URL")
+            return None
+        if is_s3_url(directory):
+            return self.s3_url("DIR", directory)
+        bucket = self.raw("S3_BUCKET") or ""
+        if not bucket:
+            raise ConfigurationError(self.name("S3_BUCKET"), bucket, "a bucket name (TIMETRACER_STORAGE=s3 needs "
+                                     "one), or set TIMETRACER_DIR=s3://bucket/prefix instead")
+        try:
+            return S3Location.of(bucket, self.raw("S3_PREFIX") or "")
+        except ValueError as error:
+            raise ConfigurationError(self.name("S3_BUCKET"), bucket, str(error)) from None
+
+    def s3_options(self) -> S3Options:
+        defaults = S3Options()
+        sse = self.raw("S3_SSE") or None
+        if sse is not None and sse not in SSE_MODES:
+            raise ConfigurationError(self.name("S3_SSE"), sse, f"one of {'|'.join(SSE_MODES)}")
+        kms_key = self.raw("S3_SSE_KMS_KEY_ID") or None
+        if kms_key and not (sse or "").startswith("aws:kms"):
+            raise ConfigurationError(self.name("S3_SSE"), sse or "", "aws:kms (or aws:kms:dsse) when "
+                                     f"{self.name('S3_SSE_KMS_KEY_ID')} is set")
+        endpoint = self.raw("S3_ENDPOINT_URL") or None
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            raise ConfigurationError(self.name("S3_ENDPOINT_URL"), endpoint, "an http:// or https:// URL")
+        return S3Options(
+            region=self.raw("S3_REGION") or None,
+            endpoint_url=endpoint,
+            sse=sse,
+            sse_kms_key_id=kms_key,
+            spill_dir=Path(raw) if (raw := self.raw("S3_SPILL_DIR")) else defaults.spill_dir,
+            spill_max_bytes=self.number("S3_SPILL_MAX_BYTES", int, defaults.spill_max_bytes, low=0),
+            cache_dir=Path(raw) if (raw := self.raw("S3_CACHE_DIR")) else defaults.cache_dir,
+        )
 
 
 _E = TypeVar("_E", bound=enum.Enum)

@@ -14,6 +14,7 @@ import orjson
 
 from timetracer_otel.cassette.codec import cassette_from_bytes, cassette_to_json
 from timetracer_otel.cassette.model import Cassette, HttpRequest, HttpResponse
+from timetracer_otel.cassette.naming import slug
 from timetracer_otel.errors import CassetteFormatError, CassetteNotFoundError
 from timetracer_otel.settings import Compression
 
@@ -22,12 +23,6 @@ __all__ = ["cassette_relative_path", "dump_cassette", "iter_cassette_files", "lo
 SUFFIXES = {Compression.NONE: ".json", Compression.GZIP: ".json.gz", Compression.ZSTD: ".json.zst"}
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_SLUG_LIMIT = 80
-
-
-def _slug(text: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
-    return slug[:_SLUG_LIMIT].rstrip("-") or "root"
 
 
 #: The folder (below the cassette directory) of session cassettes: calls made outside any inbound request.
@@ -44,10 +39,10 @@ def cassette_relative_path(cassette: Cassette, compression: Compression) -> str:
     if request is None:
         # The time first: name order is then recording order, which is the order replay serves them in.
         moment = recorded_at.strftime("%H%M%S%f")
-        return f"{SESSION_FOLDER}/{day}/{moment}__{_slug(cassette.metadata.service)}__{short_id}{SUFFIXES[compression]}"
+        return f"{SESSION_FOLDER}/{day}/{moment}__{slug(cassette.metadata.service)}__{short_id}{SUFFIXES[compression]}"
     route = request.route or urlsplit(request.url).path
     method = re.sub(r"[^A-Z]", "", request.method.upper())[:16] or "REQUEST"
-    return f"{day}/{method}__{_slug(route)}__{short_id}{SUFFIXES[compression]}"
+    return f"{day}/{method}__{slug(route)}__{short_id}{SUFFIXES[compression]}"
 
 
 def _encode_json(document: dict[str, object]) -> bytes:

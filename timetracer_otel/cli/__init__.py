@@ -10,6 +10,7 @@ import click
 from timetracer_otel._version import __version__
 from timetracer_otel.cli._list import list_command
 from timetracer_otel.cli._replay import replay_command
+from timetracer_otel.cli._s3 import s3_group
 from timetracer_otel.cli._show import show_command
 
 __all__ = ["main"]
@@ -24,3 +25,4 @@ def main() -> None:
 main.add_command(list_command)
 main.add_command(show_command)
 main.add_command(replay_command)
+main.add_command(s3_group)

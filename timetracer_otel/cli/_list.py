@@ -14,7 +14,9 @@ from timetracer_otel.cassette.files import iter_cassette_files, load_cassette
 from timetracer_otel.cassette.model import Cassette
 from timetracer_otel.cli._common import CliError, format_ms, local_time, method_of, outcome, route_of, sort_key_time
 from timetracer_otel.cli._format import table
+from timetracer_otel.cli._s3 import options_from_env, s3_client
 from timetracer_otel.errors import CassetteError, CassetteNotFoundError
+from timetracer_otel.s3.location import S3Location, is_s3_url
 
 __all__ = ["list_command"]
 
@@ -28,13 +30,35 @@ class _Entry:
     file: str
 
 
-def _default_directory() -> Path:
+def _default_source() -> str:
     # Same precedence as Settings.from_env, without validating unrelated variables a listing does not need.
     for name in ("TIMETRACER_DIR", "OTEL_TIMETRACER_DIR"):
         value = os.environ.get(name, "").strip()
         if value:
-            return Path(value)
-    return Path("cassettes")
+            return value
+    return "cassettes"
+
+
+def _default_directory() -> Path:
+    return Path(_default_source())
+
+
+def _local_copy(url: str) -> Path:
+    """The cassettes at an ``s3://`` URL, copied into (or brought up to date in) the local S3 cache, as replay
+    does: the folder, or the file for a single cassette key."""
+    from timetracer_otel.s3.cache import S3SourceError, materialize
+
+    try:
+        location = S3Location.parse(url)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    options = options_from_env()
+    try:
+        return materialize(s3_client(options), location, options)
+    except CassetteNotFoundError:
+        raise CliError(f"no cassettes at {location}") from None
+    except S3SourceError as exc:
+        raise CliError(exc.problem) from None
 
 
 def _load_all(directory: Path) -> tuple[list[_Entry], list[tuple[Path, str]]]:
@@ -42,7 +66,7 @@ def _load_all(directory: Path) -> tuple[list[_Entry], list[tuple[Path, str]]]:
     entries: list[_Entry] = []
     skipped: list[tuple[Path, str]] = []
     try:
-        paths = list(iter_cassette_files(directory))
+        paths = [directory] if directory.is_file() else list(iter_cassette_files(directory))
     except CassetteNotFoundError:
         raise CliError(f"no cassettes at {directory}") from None
     for path in paths:
@@ -53,7 +77,8 @@ def _load_all(directory: Path) -> tuple[list[_Entry], list[tuple[Path, str]]]:
         except OSError as exc:  # unreadable (permissions, I/O): one bad file must not hide the rest
             skipped.append((path, exc.strerror or str(exc)))
         else:
-            entries.append(_Entry(cassette, path.relative_to(directory).as_posix()))
+            file = path.name if path == directory else path.relative_to(directory).as_posix()
+            entries.append(_Entry(cassette, file))
     entries.sort(key=lambda e: (sort_key_time(e.cassette.metadata.recorded_at), e.file))
     return entries, skipped
 
@@ -88,18 +113,26 @@ def _record(entry: _Entry) -> dict[str, Any]:
 
 
 @click.command("list", short_help="List recorded cassettes, oldest first.")
-@click.argument("directory", required=False, type=click.Path(path_type=Path))
+# A string, not click.Path: a Path would fold the "//" of an s3:// URL.
+@click.argument("source", metavar="[DIRECTORY]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @click.pass_context
-def list_command(ctx: click.Context, directory: Path | None, as_json: bool) -> None:
+def list_command(ctx: click.Context, source: str | None, as_json: bool) -> None:
     """List the cassettes in DIRECTORY (default: $TIMETRACER_DIR, else ./cassettes), oldest first.
 
+    DIRECTORY may be an s3://bucket/prefix URL: its cassettes are copied into the local S3 cache
+    ($TIMETRACER_S3_CACHE_DIR, else ~/.cache/timetracer/s3), only what changed, and listed from there.
+
     Exit status: 0, or 1 when some files could not be read (each is named on stderr), or 2 when DIRECTORY
-    does not exist.
+    does not exist (or S3 refuses).
     """
-    directory = directory if directory is not None else _default_directory()
-    if directory.exists() and not directory.is_dir():
-        raise CliError(f"{directory} is not a directory")
+    source = source if source is not None else _default_source()
+    if is_s3_url(source):
+        directory = _local_copy(source)
+    else:
+        directory = Path(source)
+        if directory.exists() and not directory.is_dir():
+            raise CliError(f"{directory} is not a directory")
     entries, skipped = _load_all(directory)
     if as_json:
         click.echo(json.dumps([_record(e) for e in entries], indent=2, ensure_ascii=False))

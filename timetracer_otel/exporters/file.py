@@ -10,12 +10,28 @@ from timetracer_otel.cassette.files import cassette_relative_path, dump_cassette
 from timetracer_otel.cassette.model import Cassette
 from timetracer_otel.settings import Compression
 
-__all__ = ["FileExporter"]
+__all__ = ["FileExporter", "write_private_file"]
 
 logger = logging.getLogger("timetracer.record")
 
 #: Cassettes can hold secrets: readable by their owner only.
 _MODE = 0o600
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Create ``path`` (which must not exist), readable by its owner only, holding ``data``; nothing is left
+    behind if writing fails (a full disk)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _MODE)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 class FileExporter:
@@ -47,14 +63,8 @@ class FileExporter:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(target.parent)
         temp = target.parent / f".tmp-{os.getpid()}-{next(self._temp_names)}.part"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _MODE)
+        write_private_file(temp, data)
         try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
             # link() fails if the name exists, so an earlier cassette is never replaced; add a counter instead.
             stem, dot, suffix = target.name.partition(".")
             for attempt in range(1000):
@@ -80,6 +90,9 @@ class FileExporter:
             else:
                 written += 1
         return written, failed
+
+    def take_counts(self) -> dict[str, int]:
+        return {}
 
     def close(self) -> None:
         return None

@@ -1,9 +1,10 @@
 """The writer process: assembles, encodes and stores the captured requests its parent sends, off the app's GIL.
 
-Run as ``python -m timetracer_otel.record._writer_main DIRECTORY COMPRESSION SERVICE``; reads the frames of
+Run as ``python -m timetracer_otel.record._writer_main EXPORTER_SPEC_JSON LOG_LEVEL``; reads the frames of
 :mod:`timetracer_otel.record.writer_process` on stdin and, for each ``A``, answers on stdout with
-``<written> <failed>\\n`` for the requests since the previous ``A``. Errors are logged to stderr, which is the
-app's.
+``<written> <failed>[ <counter>=<change> ...]\\n`` for the requests since the previous ``A`` (the counters are
+the exporter's, see ``Exporter.take_counts``). At the end of its input it closes the exporter, which stores what
+it still queues. Errors are logged to stderr, which is the app's.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import logging
 import sys
 from typing import BinaryIO
 
-from timetracer_otel.exporters.file import FileExporter
+from timetracer_otel.exporters.spec import ExporterSpec
 from timetracer_otel.record.assembly import AssemblingWriter
 from timetracer_otel.record.captured import CapturedRequest, CaptureWriter, decode_captured
 from timetracer_otel.record.writer_process import LENGTH
-from timetracer_otel.settings import Compression
 
 logger = logging.getLogger("timetracer.record")
 
@@ -35,7 +35,8 @@ def serve(writer: CaptureWriter, incoming: BinaryIO, outgoing: BinaryIO) -> None
     while kind := incoming.read(1):
         if kind == b"A":
             written, failed = writer.store_batch(batch)
-            outgoing.write(f"{written} {failed + undecodable}\n".encode())
+            counters = "".join(f" {name}={change}" for name, change in writer.take_counts().items())
+            outgoing.write(f"{written} {failed + undecodable}{counters}\n".encode())
             outgoing.flush()
             batch, undecodable = [], 0
             continue
@@ -49,8 +50,13 @@ def serve(writer: CaptureWriter, incoming: BinaryIO, outgoing: BinaryIO) -> None
 
 
 if __name__ == "__main__":
+    spec_json, level = sys.argv[1:3]
     logging.basicConfig(format="%(message)s")
-    directory, compression, service = sys.argv[1:4]
-    writer = AssemblingWriter(FileExporter(directory, Compression(compression)), service)
-    with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
-        serve(writer, sys.stdin.buffer, sys.stdout.buffer)
+    logging.getLogger("timetracer").setLevel(int(level))
+    spec = ExporterSpec.from_json(spec_json)
+    writer = AssemblingWriter(spec.open(), spec.service)
+    try:
+        with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
+            serve(writer, sys.stdin.buffer, sys.stdout.buffer)
+    finally:
+        writer.close()

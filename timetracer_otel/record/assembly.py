@@ -95,7 +95,10 @@ class AssemblingWriter:
         return written, failed + not_stored
 
     def drain(self, timeout: float | None = None) -> tuple[int, int]:
-        return (0, 0)  # every batch is stored before store_batch returns
+        return (0, 0)  # every batch is stored (or queued by the exporter) before store_batch returns
+
+    def take_counts(self) -> dict[str, int]:
+        return self.exporter.take_counts()
 
     def close(self) -> None:
         self.exporter.close()

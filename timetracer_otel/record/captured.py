@@ -257,6 +257,10 @@ class CaptureWriter(Protocol):
         """Wait until every batch handed over is stored, or ``timeout`` seconds; counts as ``store_batch``."""
         ...
 
+    def take_counts(self) -> dict[str, int]:
+        """The exporter's own counters that changed since the previous call (see ``Exporter.take_counts``)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -58,6 +58,13 @@ class RecorderStats:
     late_calls: int = 0
     capture_errors: int = 0
     write_errors: int = 0
+    #: The exporter's own counters: for S3, ``uploaded``, ``spilled``, ``uploaded_from_spill``, ``dropped``,
+    #: ``upload_errors`` (docs/s3-storage.md).
+    storage: dict[str, int] = field(default_factory=dict)
+
+    def count_storage(self, changes: dict[str, int]) -> None:
+        for name, change in changes.items():
+            self.storage[name] = self.storage.get(name, 0) + change
 
 
 class _Flush:
@@ -245,6 +252,7 @@ class Recorder:
             return
         self.stats.written += written
         self.stats.write_errors += failed
+        self.stats.count_storage(self.writer.take_counts())
 
     def _store_batch(self) -> None:
         if not self._batch:
@@ -257,6 +265,7 @@ class Recorder:
             logger.exception("timetracer: the writer failed to store %d cassettes", len(batch))
         self.stats.written += written
         self.stats.write_errors += failed
+        self.stats.count_storage(self.writer.take_counts())
 
     def _write_settled(self, waiting: list[RequestRecording], everything: bool) -> list[RequestRecording]:
         """Write the requests that stayed quiet for the quiet period; return those still waiting."""

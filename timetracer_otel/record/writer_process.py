@@ -26,14 +26,12 @@ import struct
 import subprocess
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
-from pathlib import Path
 
-from timetracer_otel.exporters.file import FileExporter
+from timetracer_otel.exporters.spec import ExporterSpec
 from timetracer_otel.record.assembly import AssemblingWriter
 from timetracer_otel.record.captured import CapturedRequest, encode_captured
-from timetracer_otel.settings import Compression
 
 __all__ = ["LENGTH", "WriterProcess"]
 
@@ -61,11 +59,9 @@ class WriterProcess:
     """Writes cassettes as files through a writer process; see the module docstring. A
     :class:`~timetracer_otel.record.captured.CaptureWriter`."""
 
-    def __init__(self, directory: str | Path, compression: Compression, service: str) -> None:
-        self.directory = Path(directory)
-        self.compression = compression
-        self.service = service
-        self._fallback = AssemblingWriter(FileExporter(directory, compression), service)
+    def __init__(self, spec: ExporterSpec) -> None:
+        self.spec = spec
+        self._fallback_writer: AssemblingWriter | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._pid = os.getpid()
         self._broken = False
@@ -74,6 +70,19 @@ class WriterProcess:
         self._in_flight: deque[Sequence[CapturedRequest]] = deque()
         self._answers = b""
         self._stored = self._failed = 0
+        self._storage_counts: Counter[str] = Counter()
+
+    @property
+    def _fallback(self) -> AssemblingWriter:
+        """This process's own exporter, opened the first time the writer process cannot be used."""
+        if self._fallback_writer is None:
+            self._fallback_writer = AssemblingWriter(self.spec.open(), self.spec.service)
+        return self._fallback_writer
+
+    def start(self) -> None:
+        """Start the writer process now rather than with the first batch: an exporter that keeps cassettes
+        for later (S3's spill folder) then uploads what an earlier run left without waiting for traffic."""
+        self._writer()
 
     def store_batch(self, captured: Sequence[CapturedRequest]) -> tuple[int, int]:
         """Hand a batch over without waiting for it to be stored. Returns how many cassettes were stored and
@@ -141,13 +150,22 @@ class WriterProcess:
             self._answers += chunk
             while b"\n" in self._answers:
                 line, _, self._answers = self._answers.partition(b"\n")
-                stored, failed = (int(n) for n in line.split())
+                stored, failed, *counters = line.decode().split()
+                for counter in counters:
+                    name, _, change = counter.partition("=")
+                    self._storage_counts[name] += int(change)
                 self._in_flight.popleft()
-                self._count(stored, failed)
+                self._count(int(stored), int(failed))
 
     def _count(self, stored: int, failed: int) -> None:
         self._stored += stored
         self._failed += failed
+
+    def take_counts(self) -> dict[str, int]:
+        counts, self._storage_counts = self._storage_counts, Counter()
+        if self._fallback_writer is not None:
+            counts.update(self._fallback_writer.take_counts())
+        return dict(counts)
 
     def _counts(self) -> tuple[int, int]:
         counts = (self._stored, self._failed)
@@ -157,7 +175,7 @@ class WriterProcess:
     def _writer(self) -> subprocess.Popen[bytes] | None:
         if self._pid != os.getpid():  # forked: the parent's writer and batches belong to the parent
             self._process, self._pid, self._broken, self._restarts = None, os.getpid(), False, 0
-            self._in_flight, self._answers = deque(), b""
+            self._in_flight, self._answers, self._fallback_writer = deque(), b"", None
         if self._broken:
             return None
         if self._process is not None and (code := self._process.poll()) is not None:
@@ -176,9 +194,8 @@ class WriterProcess:
                         sys.executable,
                         "-m",
                         "timetracer_otel.record._writer_main",
-                        str(self.directory),
-                        self.compression.value,
-                        self.service,
+                        self.spec.to_json(),
+                        str(logging.getLogger("timetracer").getEffectiveLevel()),
                     ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
@@ -201,7 +218,8 @@ class WriterProcess:
         try:
             if process.stdin is not None:
                 process.stdin.close()
-            process.wait(5)
+            # It stores what it was sent, and an exporter that queues (S3) gets its flush timeout on top.
+            process.wait(5 + self.spec.flush_timeout)
         except (OSError, subprocess.TimeoutExpired):
             process.kill()
             process.wait()
@@ -216,3 +234,5 @@ class WriterProcess:
     def close(self) -> None:
         if self._pid == os.getpid():
             self._retire()
+            if self._fallback_writer is not None:
+                self._fallback_writer.close()
