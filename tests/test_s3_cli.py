@@ -427,6 +427,22 @@ def test_materialize_errors_are_clear(env: Path, s3_bucket: str, s3_endpoint: st
         materialize(make_client(options), S3Location(s3_bucket, "p"), options)
 
 
+def test_materialize_falls_back_to_the_cached_copy_only_when_s3_is_unreachable(
+        env: Path, s3: Any, s3_bucket: str, s3_endpoint: str, caplog: pytest.LogCaptureFixture) -> None:
+    files = mixed(2)
+    put_tree(s3, s3_bucket, "rec/shop", files)
+    options = options_for(s3_endpoint, env)
+    location = S3Location(s3_bucket, "rec/shop")
+    folder = materialize(make_client(options), location, options)
+
+    offline = S3Options(endpoint_url=f"http://127.0.0.1:{free_port()}", cache_dir=options.cache_dir)
+    assert materialize(make_client(offline, max_attempts=1), location, offline) == folder
+    assert tree(folder) == files
+    assert "cannot reach S3" in caplog.text and f"replaying the copy cached at {folder}" in caplog.text
+    with pytest.raises(S3SourceError, match="cannot reach S3"):  # nothing cached for this one
+        materialize(make_client(offline, max_attempts=1), S3Location(s3_bucket, "other"), offline)
+
+
 def test_pull_into_the_cache_writes_private_files(env: Path, s3: Any, s3_bucket: str, s3_endpoint: str) -> None:
     put_tree(s3, s3_bucket, "p", mixed(1))
     options = options_for(s3_endpoint, env)

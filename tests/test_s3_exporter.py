@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,12 @@ from msgspec.structs import replace
 from tests.factories import cassette
 from tests.s3server import SeaweedFS, client, credentials_env
 from tests.servers import BIN, EXAMPLE, Server
+from tests.test_writer_process import _captured as captured_request
 from timetracer_otel.cassette.codec import cassette_from_bytes
 from timetracer_otel.cassette.model import Cassette
 from timetracer_otel.exporters.s3 import S3Exporter
+from timetracer_otel.exporters.spec import ExporterSpec
+from timetracer_otel.record.writer_process import WriterProcess
 from timetracer_otel.s3.client import S3Options
 from timetracer_otel.s3.location import S3Location
 from timetracer_otel.settings import Compression
@@ -110,6 +114,7 @@ def test_every_cassette_reaches_the_bucket_and_replays_from_s3(
     assert head["ContentType"] == "application/json"
     assert head["ContentEncoding"] == "gzip"
     assert head["Metadata"]["cassette-id"]
+    assert head["ServerSideEncryption"] == "AES256"
     cassettes = [_cassette(s3_endpoint, s3_bucket, key) for key in objects]
     assert sorted(c.request.url.rsplit("/", 1)[-1] for c in cassettes if c.request and "users" in c.request.url) \
         == ["1", "2", "3", "4", "5"]
@@ -235,3 +240,22 @@ def test_a_full_queue_spills_instead_of_waiting(tmp_path: Path, s3_endpoint: str
     assert len(_request_objects(s3_endpoint, s3_bucket)) == 5
     assert exporter.counts.uploaded_from_spill == 5 and exporter.counts.dropped == 0
     assert not _spilled(tmp_path)
+
+
+def test_the_writer_process_reports_the_exporters_counters(tmp_path: Path, s3_endpoint: str, s3_bucket: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in credentials_env(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    spec = ExporterSpec(SERVICE, s3=S3Location(s3_bucket, "w"),
+                        s3_options=S3Options(endpoint_url=s3_endpoint, spill_dir=tmp_path / "spill"))
+    with closing(WriterProcess(spec)) as writer:
+        writer.store_batch([captured_request(27), captured_request(28)])
+        assert writer.drain(10) == (2, 0)
+        assert len(_wait_for_objects(s3_endpoint, s3_bucket, 2)) == 2
+        writer.store_batch([])  # the acknowledgement carries the uploads made since the previous one
+        writer.drain(10)
+        assert writer.take_counts() == {"uploaded": 2}
+    assert sorted(_request_objects(s3_endpoint, s3_bucket)) == [
+        f"w/{SERVICE}/2026-11-27/POST__checkout__0123456789ab.json",
+        f"w/{SERVICE}/2026-11-28/POST__checkout__0123456789ab.json",
+    ]

@@ -18,13 +18,14 @@ from typing import Any
 
 from timetracer_otel.cassette.files import SESSION_FOLDER
 from timetracer_otel.errors import CassetteError, CassetteNotFoundError
-from timetracer_otel.s3.client import S3Options, describe_s3_error
+from timetracer_otel.s3.client import S3Options, describe_s3_error, is_unreachable
 from timetracer_otel.s3.location import S3Location, UnsafeKeyError, local_path_for
 from timetracer_otel.s3.transfer import (
     CASSETTE_SUFFIXES,
     S3Object,
     TransferReport,
     list_objects,
+    make_private_folders,
     object_at,
     pull,
     s3_error_types,
@@ -59,7 +60,7 @@ def cache_path(location: S3Location, options: S3Options) -> Path:
 def _locked(cache_dir: Path) -> Iterator[None]:
     """One materialization at a time per cache: several processes of one app (gunicorn workers, pods sharing a
     volume) start replay together, and each must neither delete the others' part files nor read half a copy."""
-    cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_folders(cache_dir)
     descriptor = os.open(cache_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
@@ -74,7 +75,8 @@ def materialize(client: Any, location: S3Location, options: S3Options) -> Path:
     cassettes of its recording (the ``_session/`` folder next to its day folder) copied beside it as replay
     expects.
 
-    Raises :class:`~timetracer_otel.errors.CassetteNotFoundError` when the location holds nothing, and
+    When S3 cannot be reached at all and an earlier call cached ``location``, that copy is returned (with a
+    warning). Raises :class:`~timetracer_otel.errors.CassetteNotFoundError` when the location holds nothing, and
     :class:`S3SourceError` when S3 refuses (the message says what to fix) or some objects could not be
     downloaded. Keys that would not stay inside the cache are not copied (logged as warnings).
     """
@@ -89,10 +91,29 @@ def materialize(client: Any, location: S3Location, options: S3Options) -> Path:
                 raise CassetteNotFoundError(str(location))
             return _materialize_prefix(client, location, objects, options)
     except errors as exc:
+        cached = _cached_copy(location, options)
+        if cached is not None and is_unreachable(exc):
+            # Reproducing a bug on a laptop must not need the network twice: the copy from last time will do.
+            logger.warning("timetracer: %s; replaying the copy cached at %s", describe_s3_error(exc, location),
+                           cached)
+            return cached
         raise S3SourceError(location, describe_s3_error(exc, location)) from exc
     except OSError as exc:  # the cache folder cannot be written
         raise S3SourceError(location, f"cannot write the local copy of {location} under {options.cache_dir}: "
                             f"{exc.strerror or exc}") from exc
+
+
+def _cached_copy(location: S3Location, options: S3Options) -> Path | None:
+    """The cached copy of ``location`` if an earlier start made one (a cassette file, or a folder with some)."""
+    try:
+        path = cache_path(location, options)
+    except S3SourceError:
+        return None
+    if path.is_file():
+        return path
+    if path.is_dir() and any(p.name.endswith(CASSETTE_SUFFIXES) for p in path.rglob("*")):
+        return path
+    return None
 
 
 def _materialize_prefix(client: Any, location: S3Location, objects: list[S3Object], options: S3Options) -> Path:

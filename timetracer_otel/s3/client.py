@@ -14,7 +14,7 @@ from typing import Any
 
 from timetracer_otel.s3.location import S3Location
 
-__all__ = ["S3Options", "describe_s3_error", "make_client"]
+__all__ = ["S3Options", "describe_s3_error", "is_unreachable", "make_client"]
 
 #: Server-side encryption modes S3 accepts in ``ServerSideEncryption``.
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
@@ -78,6 +78,13 @@ def make_client(options: S3Options, *, max_attempts: int = 3, connect_timeout: f
     )
     session = boto3.session.Session()
     return session.client("s3", region_name=options.region, endpoint_url=options.endpoint_url, config=config)
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """S3 could not be reached at all (no answer), as opposed to an answer refusing the request."""
+    from botocore.exceptions import ConnectionError as BotocoreConnectionError
+
+    return isinstance(error, BotocoreConnectionError)
 
 
 def describe_s3_error(error: BaseException, location: S3Location) -> str:
