@@ -25,6 +25,7 @@ from timetracer_otel.errors import ConfigurationError
 from timetracer_otel.exporters.spec import ExporterSpec
 from timetracer_otel.integrations._base import Integration
 from timetracer_otel.integrations.registry import INBOUND, OUTBOUND
+from timetracer_otel.record.metrics import observe_recorder
 from timetracer_otel.record.recorder import Recorder, RecorderStats
 from timetracer_otel.record.signals import flush_on_sigterm
 from timetracer_otel.record.writer_process import WriterProcess
@@ -79,6 +80,7 @@ class Runtime:
             if settings.s3_destination is not None:
                 writer.start()
             self.recorder = Recorder(settings, writer)
+            observe_recorder(self.recorder.stats)
             if provider is not None:
                 provider.add_span_processor(self.recorder.tracker)
             if not _Installed.flushes_on_sigterm:
