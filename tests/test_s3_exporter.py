@@ -24,7 +24,7 @@ from tests.servers import BIN, EXAMPLE, Server
 from tests.test_writer_process import _captured as captured_request
 from timetracer_otel.cassette.codec import cassette_from_bytes
 from timetracer_otel.cassette.model import Cassette
-from timetracer_otel.exporters.s3 import S3Exporter
+from timetracer_otel.exporters.s3 import S3Exporter, _Outcome, _Upload
 from timetracer_otel.exporters.spec import ExporterSpec
 from timetracer_otel.record.writer_process import WriterProcess
 from timetracer_otel.s3.client import S3Options
@@ -259,3 +259,22 @@ def test_the_writer_process_reports_the_exporters_counters(tmp_path: Path, s3_en
         f"w/{SERVICE}/2026-11-27/POST__checkout__0123456789ab.json",
         f"w/{SERVICE}/2026-11-28/POST__checkout__0123456789ab.json",
     ]
+
+
+def test_an_object_s3_refuses_does_not_stop_the_others(tmp_path: Path, s3_endpoint: str, s3_bucket: str,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    for name, value in credentials_env(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    options = S3Options(endpoint_url=s3_endpoint, spill_dir=tmp_path / "spill")
+    exporter = S3Exporter(S3Location(s3_bucket, "r"), options, SERVICE, Compression.NONE)
+    try:
+        # SeaweedFS answers 400 InvalidRequest for a key with a '..' segment: about this object only.
+        refused = exporter._put(_Upload("r/../refused.json", b"{}", {}))
+        assert refused is _Outcome.REJECTED
+        assert "S3 refused the cassette r/../refused.json" in caplog.text
+        assert exporter.store_batch([_distinct(cassette())]) == (1, 0)
+        assert len(_wait_for_objects(s3_endpoint, s3_bucket, 1)) == 1
+    finally:
+        exporter.close()
+    assert exporter.counts.uploaded == 1 and exporter.counts.spilled == 0

@@ -12,6 +12,7 @@ repeated after a crash or a lost answer writes the same object again: at least o
 from __future__ import annotations
 
 import collections
+import enum
 import logging
 import threading
 import time
@@ -40,6 +41,8 @@ _QUEUE_BYTES = 64 * 1024 * 1024
 _FIRST_RETRY_SECONDS = 1.0
 _MAX_RETRY_SECONDS = 15.0
 _DRAIN_TICK_SECONDS = 0.25
+#: 4xx answers about the credentials, the bucket or the request rate, not the object being uploaded.
+_NOT_ABOUT_THE_OBJECT = frozenset({401, 403, 404, 408, 429})
 
 
 @dataclass
@@ -59,6 +62,22 @@ class S3ExporterCounts:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class _Outcome(enum.Enum):
+    STORED = "stored"
+    #: No answer, or one refusing every request (credentials, the bucket, throttling, server errors).
+    S3_DOWN = "s3 down"
+    #: An answer refusing this object only (a 4xx about the request): other uploads go on.
+    REJECTED = "rejected"
+
+
+def _rejects_the_object(error: BaseException) -> bool:
+    response = getattr(error, "response", None)
+    if not isinstance(response, dict):
+        return False
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return 400 <= status < 500 and status not in _NOT_ABOUT_THE_OBJECT
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: the same cassette may be queued and in flight
@@ -211,7 +230,7 @@ class S3Exporter:
             try:
                 if not self._health.up:  # S3 is down: do not make this one wait for a timeout too
                     self._spill_upload(upload)
-                elif self._put(upload):
+                elif self._put(upload) is _Outcome.STORED:
                     self._count("uploaded")
                 else:
                     self._spill_upload(upload)
@@ -222,33 +241,45 @@ class S3Exporter:
 
     def _drain_loop(self) -> None:
         """Uploads spilled cassettes (this run's and earlier runs') whenever S3 may be back."""
+        rejected: set[str] = set()  # kept in the folder, not retried by this process
         while not self._closing.wait(_DRAIN_TICK_SECONDS):
             if not self._health.may_probe():
                 continue
             for key, path in self._spill.pending():
                 if self._closing.is_set() or not self._health.may_probe():
                     break
+                if key in rejected:
+                    continue
                 try:
                     data = path.read_bytes()
                 except FileNotFoundError:  # uploaded by another process sharing the folder
                     continue
                 arguments = {**object_arguments(key), **self.options.encryption_arguments()}
-                if not self._put(_Upload(key, data, arguments)):
+                outcome = self._put(_Upload(key, data, arguments))
+                if outcome is _Outcome.S3_DOWN:
                     break
+                if outcome is _Outcome.REJECTED:
+                    rejected.add(key)
+                    continue
                 self._spill.remove(path)
                 self._count("uploaded_from_spill")
 
-    def _put(self, upload: _Upload) -> bool:
+    def _put(self, upload: _Upload) -> _Outcome:
         try:
             with suppress_instrumentation():  # the exporter's own calls are never the app's
                 self._client.put_object(Bucket=self.location.bucket, Key=upload.key, Body=upload.data,
                                         **upload.arguments)
         except Exception as error:
             self._count("upload_errors")
-            self._health.failed(describe_s3_error(error, self.location))
-            return False
+            problem = describe_s3_error(error, self.location)
+            if _rejects_the_object(error):
+                logger.error("timetracer: S3 refused the cassette %s (%s); it is kept in the spill folder %s",
+                             upload.key, problem, self._spill.folder)
+                return _Outcome.REJECTED
+            self._health.failed(problem)
+            return _Outcome.S3_DOWN
         self._health.succeeded()
-        return True
+        return _Outcome.STORED
 
     def _spill_upload(self, upload: _Upload) -> bool:
         if self._spill.put(upload.key, upload.data):
