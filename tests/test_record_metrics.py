@@ -27,11 +27,11 @@ def test_counters_are_read_when_metrics_are_collected() -> None:
     provider = MeterProvider(metric_readers=[reader])
     stats = RecorderStats(written=7, write_errors=1, dropped_capacity=2)
     observe_recorder(stats, provider)
-    stats.count_storage({"uploaded": 5, "spilled": 2})
+    stats.storage.update({"uploaded": 5, "spilled": 2})
     assert _collected(reader) == {"written": 7, "write_error": 1, "dropped_capacity": 2, "incomplete": 0,
                                   "uploaded": 5, "spilled": 2}
     stats.written += 3
-    stats.count_storage({"uploaded_from_spill": 2})
+    stats.storage.update({"uploaded_from_spill": 2})
     collected = _collected(reader)
     assert collected["written"] == 10 and collected["uploaded_from_spill"] == 2
     provider.shutdown()

@@ -228,5 +228,5 @@ def push_command(ctx: click.Context, *, directory: Path, url: str, workers: int,
     client = s3_client(options, workers)
     total = sum(path.stat().st_size for path in files)
     with _s3_errors(location), _progress_bar("pushing", total, progress) as tick:
-        report = push(client, directory, location, options, workers=workers, progress=tick)
+        report = push(client, directory, location, options, workers=workers, progress=tick, files=files)
     _finish(ctx, "pushed", report)

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -29,7 +29,7 @@ from timetracer_otel.cassette.naming import service_folder
 from timetracer_otel.exporters.spill import SpillFolder
 from timetracer_otel.s3.client import S3Options, describe_s3_error, make_client
 from timetracer_otel.s3.location import S3Location
-from timetracer_otel.s3.transfer import object_arguments
+from timetracer_otel.s3.transfer import put_arguments
 from timetracer_otel.settings import Compression
 
 __all__ = ["S3Exporter", "S3ExporterCounts"]
@@ -59,9 +59,6 @@ class S3ExporterCounts:
     dropped: int = 0
     #: Upload attempts that failed (each after botocore's own retries).
     upload_errors: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class _Outcome(enum.Enum):
@@ -175,7 +172,7 @@ class S3Exporter:
     def take_counts(self) -> dict[str, int]:
         """The counters' changes since the previous call."""
         with self._counts_lock:
-            now, before = self.counts.as_dict(), self._reported.as_dict()
+            now, before = asdict(self.counts), asdict(self._reported)
             self._reported = S3ExporterCounts(**now)
         return {name: now[name] - before[name] for name in now if now[name] != before[name]}
 
@@ -202,11 +199,8 @@ class S3Exporter:
     # -- uploader threads ---------------------------------------------------------------------------------
 
     def _arguments(self, relative: str, cassette: Cassette) -> dict[str, Any]:
-        return {
-            **object_arguments(relative),
-            **self.options.encryption_arguments(),
-            "Metadata": {"cassette-id": cassette.metadata.id, "timetracer-version": __version__},
-        }
+        metadata = {"cassette-id": cassette.metadata.id, "timetracer-version": __version__}
+        return {**put_arguments(relative, self.options), "Metadata": metadata}
 
     def _enqueue(self, upload: _Upload) -> bool:
         with self._ready:
@@ -254,8 +248,7 @@ class S3Exporter:
                     data = path.read_bytes()
                 except FileNotFoundError:  # uploaded by another process sharing the folder
                     continue
-                arguments = {**object_arguments(key), **self.options.encryption_arguments()}
-                outcome = self._put(_Upload(key, data, arguments))
+                outcome = self._put(_Upload(key, data, put_arguments(key, self.options)))
                 if outcome is _Outcome.S3_DOWN:
                     break
                 if outcome is _Outcome.REJECTED:

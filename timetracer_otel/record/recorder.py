@@ -20,7 +20,7 @@ import random
 import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import msgspec
@@ -60,11 +60,7 @@ class RecorderStats:
     write_errors: int = 0
     #: The exporter's own counters: for S3, ``uploaded``, ``spilled``, ``uploaded_from_spill``, ``dropped``,
     #: ``upload_errors`` (docs/s3-storage.md).
-    storage: dict[str, int] = field(default_factory=dict)
-
-    def count_storage(self, changes: dict[str, int]) -> None:
-        for name, change in changes.items():
-            self.storage[name] = self.storage.get(name, 0) + change
+    storage: Counter[str] = field(default_factory=Counter)
 
 
 class _Flush:
@@ -250,9 +246,12 @@ class Recorder:
         except Exception:  # as for store_batch: the writer thread must outlive a writer that raises
             logger.exception("timetracer: the writer failed while waiting for cassettes to be stored")
             return
+        self._count_stored(written, failed)
+
+    def _count_stored(self, written: int, failed: int) -> None:
         self.stats.written += written
         self.stats.write_errors += failed
-        self.stats.count_storage(self.writer.take_counts())
+        self.stats.storage.update(self.writer.take_counts())
 
     def _store_batch(self) -> None:
         if not self._batch:
@@ -263,9 +262,7 @@ class Recorder:
         except Exception:  # a writer must not raise, but the writer thread must outlive one that does
             written, failed = 0, len(batch)
             logger.exception("timetracer: the writer failed to store %d cassettes", len(batch))
-        self.stats.written += written
-        self.stats.write_errors += failed
-        self.stats.count_storage(self.writer.take_counts())
+        self._count_stored(written, failed)
 
     def _write_settled(self, waiting: list[RequestRecording], everything: bool) -> list[RequestRecording]:
         """Write the requests that stayed quiet for the quiet period; return those still waiting."""

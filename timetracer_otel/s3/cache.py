@@ -26,7 +26,6 @@ from timetracer_otel.s3.transfer import (
     TransferReport,
     list_objects,
     make_private_folders,
-    object_at,
     pull,
     s3_error_types,
 )
@@ -83,12 +82,11 @@ def materialize(client: Any, location: S3Location, options: S3Options) -> Path:
     errors = s3_error_types()
     try:
         with _locked(options.cache_dir):
-            single = object_at(client, location) if location.prefix.endswith(CASSETTE_SUFFIXES) else None
-            if single is not None:
-                return _materialize_key(client, location, single, options)
             objects = list(list_objects(client, location))
             if not objects:
                 raise CassetteNotFoundError(str(location))
+            if objects[0].key == location.prefix and location.prefix.endswith(CASSETTE_SUFFIXES):
+                return _materialize_key(client, location, objects[0], options)
             return _materialize_prefix(client, location, objects, options)
     except errors as exc:
         cached = _cached_copy(location, options)

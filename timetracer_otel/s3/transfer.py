@@ -8,6 +8,7 @@ nothing for a CLI run that never touches S3.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import logging
 import os
@@ -19,9 +20,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from timetracer_otel.cassette.files import iter_cassette_files
+from timetracer_otel.cassette.files import SUFFIXES, iter_cassette_files
 from timetracer_otel.s3.client import S3Options, describe_s3_error
 from timetracer_otel.s3.location import S3Location, UnsafeKeyError, local_path_for
+from timetracer_otel.settings import Compression
 
 __all__ = [
     "CASSETTE_SUFFIXES",
@@ -35,14 +37,17 @@ __all__ = [
     "object_at",
     "pull",
     "push",
+    "put_arguments",
     "s3_error_types",
 ]
 
 logger = logging.getLogger("timetracer.s3")
 
 #: Cassette file name endings, longest first where one ends another (``.json.gz`` before ``.json``).
-CASSETTE_SUFFIXES = (".json.gz", ".json.zst", ".json")
-_ENCODINGS = {".json.gz": "gzip", ".json.zst": "zstd"}
+CASSETTE_SUFFIXES = tuple(sorted(SUFFIXES.values(), key=len, reverse=True))
+#: The compressions' names are their Content-Encoding names too.
+_ENCODINGS = {suffix: compression.value for compression, suffix in SUFFIXES.items()
+              if compression is not Compression.NONE}
 #: A single-part upload's ETag is the hex MD5 of the object (multipart ETags end in ``-<parts>``).
 _MD5_ETAG = re.compile(r"[0-9a-f]{32}")
 _CHUNK = 1024 * 1024
@@ -101,6 +106,12 @@ def object_arguments(relative_path: str) -> dict[str, str]:
                 arguments["ContentEncoding"] = _ENCODINGS[suffix]
             return arguments
     return {"ContentType": "application/octet-stream"}
+
+
+def put_arguments(name: str, options: S3Options) -> dict[str, str]:
+    """Everything ``put_object`` is told about a cassette besides its key and bytes: its content type and
+    encoding, and the server-side encryption asked for."""
+    return {**object_arguments(name), **options.encryption_arguments()}
 
 
 def _s3_object(item: dict[str, Any]) -> S3Object:
@@ -223,7 +234,7 @@ def _download(client: Any, bucket: str, obj: S3Object, target: Path) -> tuple[_O
 
 def _upload(client: Any, *, bucket: str, key: str, path: Path, relative: str,
             options: S3Options) -> tuple[_Outcome, int]:
-    arguments = {**object_arguments(relative), **options.encryption_arguments()}
+    arguments = put_arguments(relative, options)
     size = path.stat().st_size
     if size <= _IN_MEMORY_UPLOAD:
         # As bytes: botocore sends a file object with "Expect: 100-continue", and a store that does not answer
@@ -303,13 +314,9 @@ def pull(client: Any, location: S3Location, destination: Path, *, workers: int =
             report.refused.append((obj.key, exc.problem))
             tick(obj.size)
             continue
-        jobs.append((obj.key, obj.size, _bind_download(client, location.bucket, obj, target)))
+        jobs.append((obj.key, obj.size, functools.partial(_download, client, location.bucket, obj, target)))
     _run(jobs, location.bucket, report, workers, tick)
     return report
-
-
-def _bind_download(client: Any, bucket: str, obj: S3Object, target: Path) -> Callable[[], tuple[_Outcome, int]]:
-    return lambda: _download(client, bucket, obj, target)
 
 
 def local_cassette_files(directory: Path) -> list[Path]:
@@ -319,15 +326,16 @@ def local_cassette_files(directory: Path) -> list[Path]:
 
 
 def push(client: Any, directory: Path, location: S3Location, options: S3Options, *, workers: int = 8,
-         progress: Progress | None = None) -> TransferReport:
+         progress: Progress | None = None, files: Sequence[Path] | None = None) -> TransferReport:
     """Upload every cassette file below ``directory`` to ``location`` (key: the file's path relative to
     ``directory``), with its content type and encoding (:func:`object_arguments`) and ``options``' server-side
     encryption; keys already in the bucket with the same size are skipped.
 
     A file whose relative path :func:`local_path_for` would refuse on the way back (odd characters, a symlink
-    leading out of ``directory``) is refused here too: what is pushed can always be pulled.
+    leading out of ``directory``) is refused here too: what is pushed can always be pulled. ``files`` is
+    :func:`local_cassette_files` when the caller already made that list (to size a progress bar).
     """
-    files = local_cassette_files(directory)
+    files = local_cassette_files(directory) if files is None else files
     existing = {obj.key: obj.size for obj in list_objects(client, location)}
     report = TransferReport()
     tick = _ticker(progress)
@@ -347,12 +355,9 @@ def push(client: Any, directory: Path, location: S3Location, options: S3Options,
             report.skipped.append(key)
             tick(size)
             continue
-        upload = _bind_upload(client, bucket=location.bucket, key=key, path=path, relative=relative, options=options)
+        upload = functools.partial(_upload, client, bucket=location.bucket, key=key, path=path, relative=relative,
+                                   options=options)
         jobs.append((key, size, upload))
     _run(jobs, location.bucket, report, workers, tick)
     return report
 
-
-def _bind_upload(client: Any, *, bucket: str, key: str, path: Path, relative: str,
-                 options: S3Options) -> Callable[[], tuple[_Outcome, int]]:
-    return lambda: _upload(client, bucket=bucket, key=key, path=path, relative=relative, options=options)
